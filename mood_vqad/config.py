@@ -1,0 +1,128 @@
+"""Hyper-parameters and per-region settings, as frozen dataclasses saved as JSON beside the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    """2D VQ-VAE over slices; each entry of `channels` after the first adds one stride-2 stage."""
+
+    in_channels: int = 1
+    channels: tuple[int, ...] = (16, 32, 64, 256)
+    res_blocks: int = 1
+    num_codes: int = 128
+    code_dim: int = 256
+    commitment: float = 1.0
+    ema_decay: float = 0.99
+    position_channel: bool = True
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """PixelSNAIL prior over a grid of codes."""
+
+    num_codes: int = 128
+    grid: tuple[int, int] = (20, 20)
+    channels: int = 128
+    blocks: int = 4
+    res_blocks: int = 4
+    attention_dim: int = 64
+    dropout: float = 0.1
+    position_channel: bool = True
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """Everything a region's prediction needs that is not a network weight.
+
+    Thresholds are per-code negative log-likelihoods in nats; `*_scale` map non-negative scores into
+    [0, 1) by s / (s + scale), which is monotone and never saturates.
+    """
+
+    name: str = "brain"
+    volume_shape: tuple[int, int, int] = (256, 256, 256)
+    slice_axis: int = 2
+    slice_size: int = 160
+    intensity: str = "zscore"  # "zscore" (brain, on non-zero voxels) or "affine" (x * scale + offset)
+    low_cut: float = 0.05
+    affine_scale: float = 2.0
+    affine_offset: float = -1.0
+    edge_slices: int = 20
+    slice_stride: int = 8
+    restorations: int = 15
+    sample_threshold: float = 7.0
+    sample_scale: float = 200.0
+    restore_threshold: float = 5.0
+    masking: str = "dynamic"  # "dynamic" or "static"
+    neighbour_rule: bool = False
+    weight_temperature: float | None = 3.0  # None: plain mean over restorations
+    min_filter: int = 3
+    mean_filter: tuple[int, int, int] = (3, 7, 7)  # (slices, rows, columns)
+    pixel_scale: float = 0.5
+    foreground_threshold: float | None = 0.0  # voxels <= this are background and score 0; None keeps all
+
+
+BRAIN = RegionConfig()
+ABDOM = RegionConfig(
+    name="abdom",
+    volume_shape=(512, 512, 512),
+    intensity="affine",
+    low_cut=0.0,
+    edge_slices=0,
+    slice_stride=16,
+    foreground_threshold=None,
+)
+REGION_DEFAULTS = {"brain": BRAIN, "abdom": ABDOM}
+REGIONS = tuple(REGION_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The three configs that make one region's model."""
+
+    region: RegionConfig = field(default_factory=RegionConfig)
+    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+
+
+def _build(cls: type, values: dict[str, Any]) -> Any:
+    """Rebuild a frozen dataclass from JSON values, turning lists back into tuples; unknown keys fail."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def to_dict(config: ModelConfig) -> dict[str, Any]:
+    """A JSON-ready dict of a model config."""
+    return {"format": CONFIG_FORMAT, **dataclasses.asdict(config)}
+
+
+def from_dict(values: dict[str, Any]) -> ModelConfig:
+    """Rebuild a ModelConfig from `to_dict`'s output."""
+    if values.get("format") != CONFIG_FORMAT:
+        raise ValueError(f"config format {values.get('format')!r}, expected {CONFIG_FORMAT}")
+    return ModelConfig(
+        region=_build(RegionConfig, values["region"]),
+        vqvae=_build(VQVAEConfig, values["vqvae"]),
+        prior=_build(PriorConfig, values["prior"]),
+    )
+
+
+def save_config(config: ModelConfig, path: Path) -> None:
+    """Write a model config as indented JSON."""
+    Path(path).write_text(json.dumps(to_dict(config), indent=2) + "\n")
+
+
+def load_config(path: Path) -> ModelConfig:
+    """Read a model config written by `save_config`."""
+    return from_dict(json.loads(Path(path).read_text()))
