@@ -30,7 +30,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto: 512^3 (largest side >= 384) is abdomen, anything smaller brain",
     )
-    p.add_argument("--weights", default=str(default_weights_dir()), help="folder with one sub-folder per region")
+    p.add_argument(
+        "--weights", default=str(default_weights_dir()), help="folder with one sub-folder per region"
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--restorations", type=int, default=None, help="restorations per slice (config default)")
     p.add_argument("--slice-stride", type=int, default=None, help="score every S-th slice (config default)")
