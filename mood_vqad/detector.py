@@ -1,0 +1,140 @@
+"""One region's loaded models and the two scores of a volume: sample (likelihood) and pixel (restoration)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mood_vqad.config import ModelConfig
+from mood_vqad.preprocess import (
+    extract_slices,
+    foreground_mask,
+    interpolate_slices,
+    normalise,
+    slice_indices,
+    slice_positions,
+    slices_to_volume,
+)
+from mood_vqad.prior import PixelSNAIL
+from mood_vqad.restore import RestoreRule, batched_nll, restore
+from mood_vqad.scores import post_filter, residual_map, sample_score, squash
+from mood_vqad.vqvae import VQVAE
+from mood_vqad.weights import load_weights
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Inference settings: the region config's defaults, each overridable from the command line."""
+
+    slice_stride: int
+    restorations: int
+    rule: RestoreRule
+    batch_size: int = 256
+    seed: int = 0
+    progress: bool = False
+
+
+@dataclass
+class Encoded:
+    """A volume's scored slices: their indices, positions, network inputs and codes."""
+
+    indices: np.ndarray  # (S,) slice indices along the slice axis
+    position: torch.Tensor  # (S,)
+    slices: torch.Tensor  # (S, 1, size, size)
+    codes: torch.Tensor  # (S, h, w)
+
+
+class Detector:
+    """VQ-VAE + PixelSNAIL of one region, ready to score volumes."""
+
+    def __init__(self, config: ModelConfig, vqvae: VQVAE, prior: PixelSNAIL, device: torch.device):
+        self.config = config
+        self.region = config.region
+        self.vqvae = vqvae.to(device).eval()
+        self.prior = prior.to(device).eval()
+        self.device = device
+
+    @classmethod
+    def load(cls, directory: Path, device: torch.device) -> Detector:
+        """Load a region's weights folder (raises WeightsError)."""
+        config, vqvae, prior = load_weights(directory, device)
+        return cls(config, vqvae, prior, device)
+
+    def settings(
+        self,
+        slice_stride: int | None = None,
+        restorations: int | None = None,
+        masking: str | None = None,
+        neighbour_rule: bool | None = None,
+        **kwargs: object,
+    ) -> Settings:
+        """Settings from the region config, with any argument that is not None taking precedence."""
+        r = self.region
+        rule = RestoreRule(
+            threshold=r.restore_threshold,
+            masking=masking or r.masking,
+            neighbour=r.neighbour_rule if neighbour_rule is None else neighbour_rule,
+        )
+        return Settings(
+            slice_stride=slice_stride or r.slice_stride,
+            restorations=restorations or r.restorations,
+            rule=rule,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def encode(self, volume: np.ndarray, settings: Settings) -> Encoded:
+        """Normalise, pick and resize slices, and encode them to code grids."""
+        indices = slice_indices(volume, self.region, settings.slice_stride)
+        slices = extract_slices(normalise(volume, self.region), self.region, indices).to(self.device)
+        position = slice_positions(indices, volume.shape[self.region.slice_axis]).to(self.device)
+        b = settings.batch_size
+        codes = [self.vqvae.encode(slices[s : s + b], position[s : s + b]) for s in range(0, len(slices), b)]
+        empty = torch.zeros(0, *self.config.prior.grid, dtype=torch.long, device=self.device)
+        return Encoded(indices, position, slices, torch.cat(codes) if codes else empty)
+
+    def sample_score(self, volume: np.ndarray, settings: Settings) -> float:
+        """The sample task's score in [0, 1): thresholded NLL sum of the volume's codes, squashed."""
+        encoded = self.encode(volume, settings)
+        if len(encoded.indices) == 0:
+            return 0.0
+        nll = batched_nll(self.prior, encoded.codes, encoded.position, settings.batch_size)
+        raw = sample_score(nll, self.region.sample_threshold, settings.slice_stride)
+        return float(squash(raw, self.region.sample_scale))
+
+    @torch.no_grad()
+    def residuals(self, encoded: Encoded, settings: Settings) -> torch.Tensor:
+        """Weighted mean distance between each slice and its restorations: (S, size, size)."""
+        n, b = settings.restorations, settings.batch_size
+        codes = encoded.codes.repeat_interleave(n, dim=0)  # (S*N, h, w), restorations of a slice adjacent
+        position = encoded.position.repeat_interleave(n)
+        generator = torch.Generator().manual_seed(settings.seed)
+        uniform = torch.rand(codes.shape[0], codes[0].numel(), generator=generator).to(self.device)
+        restored = restore(self.prior, codes, position, settings.rule, uniform, b, settings.progress)
+        out = []
+        per_chunk = max(1, b // n)  # slices whose N restorations are decoded in one batch
+        for s in range(0, len(encoded.indices), per_chunk):
+            maps = restored[s * n : (s + per_chunk) * n]
+            decoded = self.vqvae.decode(maps, position[s * n : (s + per_chunk) * n])  # (s*N, 1, size, size)
+            x = encoded.slices[s : s + per_chunk]
+            out.append(
+                residual_map(x, decoded.view(len(x), n, *decoded.shape[1:]), self.region.weight_temperature)
+            )
+        return torch.cat(out)
+
+    def pixel_scores(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
+        """The pixel task's map in [0, 1) with the volume's exact shape."""
+        encoded = self.encode(volume, settings)
+        if len(encoded.indices) == 0:
+            return np.zeros(volume.shape, dtype=np.float32)
+        n_slices = volume.shape[self.region.slice_axis]
+        stack = interpolate_slices(self.residuals(encoded, settings), encoded.indices, n_slices)
+        stack = post_filter(stack.float().cpu().numpy(), self.region.min_filter, self.region.mean_filter)
+        scores = squash(slices_to_volume(stack, volume.shape, self.region), self.region.pixel_scale)
+        mask = foreground_mask(volume, self.region)
+        if mask is not None:
+            scores *= mask
+        return scores.astype(np.float32)

@@ -1,0 +1,150 @@
+"""Prediction over a folder of cases: region per case, the challenge's output files, per-case errors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mood_vqad.config import REGION_DEFAULTS
+from mood_vqad.detector import Detector
+from mood_vqad.io import (
+    CaseError,
+    check_output_dir,
+    list_cases,
+    load_volume,
+    write_pixel_map,
+    write_sample_score,
+)
+from mood_vqad.weights import WeightsError
+
+log = logging.getLogger(__name__)
+
+ABDOMEN_MIN_SIDE = 384  # MOOD: brain volumes are 256^3, abdominal ones 512^3
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What the `predict` command takes besides its folders; None means the region config's default."""
+
+    region: str = "auto"
+    device: str = "auto"
+    restorations: int | None = None
+    slice_stride: int | None = None
+    masking: str | None = None
+    neighbour_rule: bool | None = None
+    batch_size: int = 256
+    seed: int = 0
+    skip_existing: bool = False
+    progress: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: the GPU when one is visible, else the CPU with a one-line warning."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        log.warning("no GPU visible: running on the CPU")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CaseError("--device cuda", "no CUDA device is visible")
+    return torch.device(name)
+
+
+def detect_region(shape: tuple[int, ...], requested: str) -> str:
+    """The region of a case: as requested, or by size (largest side >= 384 voxels: abdomen)."""
+    if requested != "auto":
+        return requested
+    return "abdom" if max(shape) >= ABDOMEN_MIN_SIDE else "brain"
+
+
+def output_path(output_dir: Path, case: Path, task: str) -> Path:
+    """Where a case's result goes: X.nii.gz.txt for the sample task, X.nii.gz for the pixel task."""
+    return Path(output_dir) / (f"{case.name}.txt" if task == "sample" else case.name)
+
+
+class DetectorCache:
+    """Loads each region's weights once; a region whose weights fail keeps failing with the same line."""
+
+    def __init__(self, weights_dir: Path, device: torch.device):
+        self.weights_dir = Path(weights_dir)
+        self.device = device
+        self.loaded: dict[str, Detector | WeightsError] = {}
+
+    def get(self, region: str) -> Detector:
+        """The detector of a region, loading it on first use (raises WeightsError)."""
+        if region not in self.loaded:
+            try:
+                self.loaded[region] = Detector.load(self.weights_dir / region, self.device)
+                log.debug("loaded %s weights from %s", region, self.weights_dir / region)
+            except WeightsError as exc:
+                self.loaded[region] = exc
+        found = self.loaded[region]
+        if isinstance(found, WeightsError):
+            raise found
+        return found
+
+
+def predict_case(
+    case: Path, task: str, output_dir: Path, detectors: DetectorCache, options: PredictOptions
+) -> None:
+    """Score one case and write its output file atomically (raises CaseError)."""
+    volume, affine = load_volume(case)
+    region = detect_region(volume.shape, options.region)
+    try:
+        detector = detectors.get(region)
+    except WeightsError as exc:
+        raise CaseError(case, f"no usable {region} weights: {exc}") from exc
+    settings = detector.settings(
+        slice_stride=options.slice_stride,
+        restorations=options.restorations,
+        masking=options.masking,
+        neighbour_rule=options.neighbour_rule,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        progress=options.progress,
+    )
+    target = output_path(output_dir, case, task)
+    if task == "sample":
+        write_sample_score(target, detector.sample_score(volume, settings))
+    else:
+        write_pixel_map(target, detector.pixel_scores(volume, settings), affine)
+
+
+def predict_folder(
+    task: str, input_dir: Path | str, output_dir: Path | str, weights_dir: Path | str, options: PredictOptions
+) -> int:
+    """Predict every case of input_dir into output_dir; returns the number of failed cases (1: none ran)."""
+    if task not in ("sample", "pixel"):
+        raise ValueError(f"task must be 'sample' or 'pixel', got {task!r}")
+    if options.region not in ("auto", *REGION_DEFAULTS):
+        raise ValueError(f"unknown region {options.region!r}")
+    try:
+        check_output_dir(Path(output_dir))
+        cases = list_cases(Path(input_dir))
+        device = resolve_device(options.device)
+    except CaseError as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("%s task: %d files in %s, device %s", task, len(cases), input_dir, device)
+    detectors = DetectorCache(Path(weights_dir), device)
+    failed = 0
+    for case in tqdm(cases, desc=f"{task} cases", unit="case", disable=not options.progress):
+        if options.skip_existing and output_path(Path(output_dir), case, task).exists():
+            continue
+        try:
+            predict_case(case, task, Path(output_dir), detectors, options)
+        except CaseError as exc:
+            log.error("%s", exc)
+            failed += 1
+        except (RuntimeError, OSError, MemoryError) as exc:
+            log.error("%s: failed (%s: %s)", case.name, type(exc).__name__, str(exc).splitlines()[0][:200])
+            failed += 1
+    if failed:
+        log.error("%d of %d cases failed; the others were written", failed, len(cases))
+    else:
+        log.info("all %d cases written to %s", len(cases), output_dir)
+    return failed

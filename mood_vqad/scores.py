@@ -1,0 +1,50 @@
+"""Anomaly scores from the prior's likelihoods and from restorations (Marimont & Tarroni 2021)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+
+def squash(score: np.ndarray | float, scale: float) -> np.ndarray | float:
+    """Map a non-negative score monotonically into [0, 1) by s / (s + scale); it never saturates."""
+    return score / (score + scale)
+
+
+def sample_score(nll: torch.Tensor, threshold: float, slice_stride: int) -> float:
+    """Sum of the per-code NLL above threshold over scored slices, times the stride (a whole-volume estimate).
+
+    Args:
+        nll: (S, h, w) teacher-forced per-code NLL of the scored slices.
+    """
+    return float((nll * (nll > threshold)).sum()) * slice_stride
+
+
+def restoration_weights(x: torch.Tensor, restored: torch.Tensor, temperature: float | None) -> torch.Tensor:
+    """Weights over restorations: softmax_j(temperature / mean|x - r_j|), or uniform when None.
+
+    Restorations that drifted far from the input (large mean distance) count less.
+    Args:
+        x: (S, 1, H, W) input slices; restored: (S, N, 1, H, W) decoded restorations.
+    Returns:
+        (S, N) weights summing to one per slice.
+    """
+    s, n = restored.shape[:2]
+    if temperature is None:
+        return torch.full((s, n), 1.0 / n, dtype=x.dtype, device=x.device)
+    distance = (restored - x.unsqueeze(1)).abs().flatten(2).mean(-1)  # (S, N)
+    return torch.softmax(temperature / distance.clamp_min(1e-6), dim=1)
+
+
+def residual_map(x: torch.Tensor, restored: torch.Tensor, temperature: float | None) -> torch.Tensor:
+    """Weighted mean over restorations of |x - r_j|: (S, 1, H, W), (S, N, 1, H, W) -> (S, H, W)."""
+    weights = restoration_weights(x, restored, temperature)  # (S, N)
+    residual = (restored - x.unsqueeze(1)).abs()[:, :, 0]  # (S, N, H, W)
+    return (weights[:, :, None, None] * residual).sum(1)
+
+
+def post_filter(stack: np.ndarray, min_size: int, mean_size: tuple[int, int, int]) -> np.ndarray:
+    """The authors' smoothing: a min-filter (removes isolated voxels), then a mean filter: (Z, H, W)."""
+    out = ndimage.minimum_filter(stack, size=min_size) if min_size > 1 else stack
+    return ndimage.uniform_filter(out, size=mean_size)
