@@ -5,7 +5,9 @@ import torch
 from mood_vqad.config import PriorConfig
 from mood_vqad.prior import PixelSNAIL, _attention_mask
 
-CONFIG = PriorConfig(num_codes=12, grid=(6, 5), channels=16, blocks=2, res_blocks=2, attention_dim=8, dropout=0.0)
+CONFIG = PriorConfig(
+    num_codes=12, grid=(6, 5), channels=16, blocks=2, res_blocks=2, attention_dim=8, dropout=0.0
+)
 
 
 def make_prior(seed: int = 0) -> PixelSNAIL:

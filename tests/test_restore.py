@@ -18,7 +18,9 @@ from mood_vqad.restore import (
     sample_codes,
 )
 
-CONFIG = PriorConfig(num_codes=10, grid=(5, 6), channels=16, blocks=2, res_blocks=1, attention_dim=8, dropout=0.0)
+CONFIG = PriorConfig(
+    num_codes=10, grid=(5, 6), channels=16, blocks=2, res_blocks=1, attention_dim=8, dropout=0.0
+)
 
 
 @pytest.fixture(scope="module")

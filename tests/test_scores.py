@@ -51,7 +51,9 @@ def test_brain_normalisation_and_foreground_slices():
 def test_slices_interpolate_and_return_to_the_input_shape():
     maps = torch.stack([torch.zeros(4, 4), torch.ones(4, 4)])
     filled = interpolate_slices(maps, np.array([2, 6]), 9)
-    assert filled[:3].max() == 0 and filled[6:].min() == 1 and torch.isclose(filled[4, 0, 0], torch.tensor(0.5))
+    assert (
+        filled[:3].max() == 0 and filled[6:].min() == 1 and torch.isclose(filled[4, 0, 0], torch.tensor(0.5))
+    )
     region = dataclasses.replace(BRAIN, slice_axis=1)
     out = slices_to_volume(filled.numpy(), (5, 9, 7), region)
     assert out.shape == (5, 9, 7) and out[:, 8].min() == 1

@@ -24,7 +24,9 @@ def test_slice_position_conditions_the_decoder():
     torch.manual_seed(0)
     model = VQVAE(CONFIG).eval()
     codes = torch.randint(0, CONFIG.num_codes, (1, 8, 8))
-    assert not torch.allclose(model.decode(codes, torch.tensor([-0.5])), model.decode(codes, torch.tensor([0.5])))
+    assert not torch.allclose(
+        model.decode(codes, torch.tensor([-0.5])), model.decode(codes, torch.tensor([0.5]))
+    )
 
 
 def test_ema_moves_used_codes_towards_their_latents_and_restart_revives_dead_ones():
