@@ -7,6 +7,7 @@ written to $HOME.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from tqdm import tqdm
 
 from mood_vqad.evaluate import OK, CaseResult, Evaluation
 from mood_vqad.metrics import FLOAT16_KEY_VALUES, average_precision, float16_keys, precision_recall
+
+log = logging.getLogger(__name__)
 
 CONTOUR_COLOUR = "cyan"
 
@@ -51,6 +54,18 @@ def _read_slices(path: Path, slices: list[int]) -> np.ndarray:
     """Slices (increasing) along the last axis of a volume, as stored: shape (len(slices), ...)."""
     dataobj = nib.load(path, keep_file_open=True).dataobj  # one handle: a .nii.gz is read once, forwards
     return np.stack([np.asarray(dataobj[..., z]) for z in slices])
+
+
+def _read_image_slices(path: Path, slices: list[int], shape: tuple[int, ...]) -> np.ndarray | None:
+    """Slices of an input image for display, or None (with a warning) if it does not fit the label."""
+    try:
+        image = nib.load(path, keep_file_open=True)
+        if image.shape != shape:
+            raise ValueError(f"shape {image.shape}, label {shape}")
+        return np.stack([np.asarray(image.dataobj[..., z], dtype=np.float32) for z in slices])
+    except Exception as exc:  # a figure without its image beats no figures at all
+        log.warning("%s: image not shown (%s)", path.name, exc)
+        return None
 
 
 def plot_precision_recall(evaluation: Evaluation, path: Path) -> Path:
@@ -92,12 +107,10 @@ def plot_case(evaluation: Evaluation, case: CaseResult, path: Path, image_dir: P
         scores = FLOAT16_KEY_VALUES[float16_keys(_read_slices(evaluation.pred_dir / case.name, slices))]
     else:
         scores = np.zeros(labels.shape)  # scored as zeros, so shown as zeros
-    image_path = None if image_dir is None else Path(image_dir) / case.name
     images = None
-    if image_path is not None and image_path.is_file():
-        images = _read_slices(image_path, slices).astype(np.float32)
-        if images.shape != labels.shape:
-            images = None
+    if image_dir is not None and (Path(image_dir) / case.name).is_file():
+        shape = (*labels.shape[1:], case.label_area.size)  # (n, X, Y) slices of (X, Y, Z)
+        images = _read_image_slices(Path(image_dir) / case.name, slices, shape)
     fig = Figure(figsize=(8, 3.6 * len(slices)), layout="constrained")
     axes = fig.subplots(len(slices), 2, squeeze=False)
     for row, z in enumerate(slices):
