@@ -27,7 +27,8 @@ def float16_keys(scores: np.ndarray) -> np.ndarray:
 
     Raises ValueError on NaN, on which the challenge's scorer fails.
     """
-    bits = np.asarray(scores, dtype=np.float16).view(np.uint16)
+    with np.errstate(over="ignore"):  # beyond float16's range becomes inf, then 1, as in the challenge
+        bits = np.asarray(scores, dtype=np.float16).view(np.uint16)
     nan = int(np.count_nonzero((bits & 0x7FFF) > _FLOAT16_INF))
     if nan:
         raise ValueError(f"{nan} scores are NaN")
