@@ -234,13 +234,11 @@ def evaluate_folder(
     types = read_types(types_file) if types_file is not None else {}
     cases: list[CaseResult] = []
     skipped: list[str] = []
-    # Cases recorded as normal or with each type; for the pixel task also their summed counts, since
-    # per-case counts (2 x 15361 integers) would add up over hundreds of cases.
-    normal_cases: list[CaseResult] = []
-    type_cases: dict[str, list[CaseResult]] = {}
-    empty = np.zeros((2, N_FLOAT16_KEYS), dtype=np.int64)
-    total_counts, normal_counts = empty, empty
-    type_counts: dict[str, np.ndarray] = {}
+    # Cases per anomaly type (key None: cases recorded as normal); for the pixel task also their summed
+    # counts, since keeping per-case counts (2 x 15361 integers) would grow with the number of cases.
+    members: dict[str | None, list[CaseResult]] = {}
+    sums: dict[str | None, np.ndarray] = {}
+    total = np.zeros((2, N_FLOAT16_KEYS), dtype=np.int64)
     unrecorded = 0
     for label_path in tqdm(list_cases(label_dir), desc=f"evaluate {task}", unit="case", disable=not progress):
         pred_path = pred_dir / label_path.name
@@ -248,7 +246,7 @@ def evaluate_folder(
             if task == "pixel":
                 case, counts = _pixel_case(pred_path, label_path)
             else:
-                case, counts = _sample_case(pred_path, label_path), empty
+                case, counts = _sample_case(pred_path, label_path), None
         except _LabelUnreadable as exc:
             log.warning("%s: label unreadable, case dropped as the challenge does (%s)", label_path.name, exc)
             skipped.append(label_path.name)
@@ -256,32 +254,32 @@ def evaluate_folder(
         if case.status != OK:
             log.info("%s: prediction %s, scored as zeros", case.name, case.status)
         cases.append(case)
-        total_counts = total_counts + counts
         recorded = _case_types(case.name, types)
-        if recorded is None:
-            unrecorded += 1
-        elif not recorded:
-            normal_cases.append(case)
-            normal_counts = normal_counts + counts
-        for name in sorted(set(recorded or [])):
-            type_cases.setdefault(name, []).append(case)
-            type_counts[name] = type_counts.get(name, empty) + counts
+        unrecorded += recorded is None
+        groups = [] if recorded is None else sorted(set(recorded)) or [None]
+        for group in groups:
+            members.setdefault(group, []).append(case)
+        if counts is not None:
+            total += counts
+            for group in groups:
+                sums[group] = sums.get(group, 0) + counts
     if types and unrecorded:
         log.warning("%d of %d cases have no recorded anomaly types", unrecorded, len(cases))
+    normal = members.pop(None, [])
     per_type: dict[str, tuple[int, Ranking]] = {}
-    for name, members in sorted(type_cases.items()):
+    for name, having in sorted(members.items()):
         if task == "pixel":
-            type_ranking = ranking(FLOAT16_KEY_VALUES, *(normal_counts + type_counts[name]))
+            type_ranking = ranking(FLOAT16_KEY_VALUES, *(sums.get(None, 0) + sums[name]))
         else:
-            type_ranking = _sample_ranking(normal_cases + members)
-        per_type[name] = (len(members), type_ranking)
+            type_ranking = _sample_ranking(normal + having)
+        per_type[name] = (len(having), type_ranking)
     return Evaluation(
         task=task,
         pred_dir=pred_dir,
         label_dir=label_dir,
         cases=cases,
         skipped=skipped,
-        overall=ranking(FLOAT16_KEY_VALUES, *total_counts) if task == "pixel" else _sample_ranking(cases),
+        overall=ranking(FLOAT16_KEY_VALUES, *total) if task == "pixel" else _sample_ranking(cases),
         per_type=per_type,
         types_file=None if types_file is None else Path(types_file),
     )
