@@ -108,10 +108,15 @@ def _open_prediction(path: Path, shape: tuple[int, ...]) -> tuple[Any, str]:
     return (image, OK) if image.shape == shape else (None, SHAPE)
 
 
+def label_mask(values: np.ndarray) -> np.ndarray:
+    """Anomalous voxels of label values as the challenge reads them: rint(value), clipped to [0, 1], is 1."""
+    return np.rint(np.asarray(values, dtype=np.float64)) >= 1
+
+
 def _label_slab(label: Any, slab: slice) -> np.ndarray:
-    """Anomalous voxels of a slab as the challenge reads them: rint(value) clipped to [0, 1] equals 1."""
+    """The label mask of a slab; _LabelUnreadable if it cannot be read."""
     try:
-        return np.rint(np.asarray(label.dataobj[..., slab], dtype=np.float64)) >= 1
+        return label_mask(label.dataobj[..., slab])
     except Exception as exc:
         raise _LabelUnreadable(str(exc)) from exc
 

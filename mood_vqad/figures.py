@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from mood_vqad.evaluate import OK, CaseResult, Evaluation
+from mood_vqad.evaluate import OK, CaseResult, Evaluation, label_mask
 from mood_vqad.metrics import FLOAT16_KEY_VALUES, average_precision, float16_keys, precision_recall
 
 log = logging.getLogger(__name__)
@@ -50,22 +50,15 @@ def choose_slices(label_area: np.ndarray) -> list[int]:
     return sorted({(int(hit[0]) + peak) // 2, peak, (peak + int(hit[-1]) + 1) // 2})
 
 
-def _read_slices(path: Path, slices: list[int]) -> np.ndarray:
-    """Slices (increasing) along the last axis of a volume, as stored: shape (len(slices), ...)."""
-    dataobj = nib.load(path, keep_file_open=True).dataobj  # one handle: a .nii.gz is read once, forwards
-    return np.stack([np.asarray(dataobj[..., z]) for z in slices])
+def _read_slices(path: Path, slices: list[int], shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Slices (increasing) along the last axis of a volume, as stored: shape (len(slices), ...).
 
-
-def _read_image_slices(path: Path, slices: list[int], shape: tuple[int, ...]) -> np.ndarray | None:
-    """Slices of an input image for display, or None (with a warning) if it does not fit the label."""
-    try:
-        image = nib.load(path, keep_file_open=True)
-        if image.shape != shape:
-            raise ValueError(f"shape {image.shape}, label {shape}")
-        return np.stack([np.asarray(image.dataobj[..., z], dtype=np.float32) for z in slices])
-    except Exception as exc:  # a figure without its image beats no figures at all
-        log.warning("%s: image not shown (%s)", path.name, exc)
-        return None
+    Raises ValueError if shape is given and the volume's differs.
+    """
+    image = nib.load(path, keep_file_open=True)  # one handle: a .nii.gz is read once, forwards
+    if shape is not None and image.shape != shape:
+        raise ValueError(f"shape {image.shape}, label {shape}")
+    return np.stack([np.asarray(image.dataobj[..., z]) for z in slices])
 
 
 def plot_precision_recall(evaluation: Evaluation, path: Path) -> Path:
@@ -96,13 +89,11 @@ def plot_precision_recall(evaluation: Evaluation, path: Path) -> Path:
 
 
 def plot_case(evaluation: Evaluation, case: CaseResult, path: Path, image_dir: Path | None = None) -> Path:
-    """Write a PNG of a pixel case: per chosen slice, the input image (or the label) and the score map,
-    both with the label's outline.
-    """
+    """Write a pixel case's PNG: per slice the image (else the label) and the scores, label outlined."""
     from matplotlib.figure import Figure
 
     slices = choose_slices(case.label_area)
-    labels = np.rint(_read_slices(evaluation.label_dir / case.name, slices).astype(np.float64)) >= 1
+    labels = label_mask(_read_slices(evaluation.label_dir / case.name, slices))
     if case.status == OK:
         scores = FLOAT16_KEY_VALUES[float16_keys(_read_slices(evaluation.pred_dir / case.name, slices))]
     else:
@@ -110,7 +101,10 @@ def plot_case(evaluation: Evaluation, case: CaseResult, path: Path, image_dir: P
     images = None
     if image_dir is not None and (Path(image_dir) / case.name).is_file():
         shape = (*labels.shape[1:], case.label_area.size)  # (n, X, Y) slices of (X, Y, Z)
-        images = _read_image_slices(Path(image_dir) / case.name, slices, shape)
+        try:
+            images = _read_slices(Path(image_dir) / case.name, slices, shape).astype(np.float32)
+        except Exception as exc:  # a figure without its image beats no figure
+            log.warning("%s: image not shown (%s)", case.name, exc)
     fig = Figure(figsize=(8, 3.6 * len(slices)), layout="constrained")
     axes = fig.subplots(len(slices), 2, squeeze=False)
     for row, z in enumerate(slices):
