@@ -80,9 +80,10 @@ def ranking(values: np.ndarray, positives: np.ndarray, negatives: np.ndarray) ->
     positives = np.asarray(positives, dtype=np.int64)
     negatives = np.asarray(negatives, dtype=np.int64)
     present = (positives + negatives) > 0
-    order = np.argsort(np.asarray(values, dtype=np.float64)[present], kind="stable")[::-1]
+    values = np.asarray(values, dtype=np.float64)[present]
+    order = np.argsort(values)[::-1]
     return Ranking(
-        thresholds=np.asarray(values, dtype=np.float64)[present][order],
+        thresholds=values[order],
         tps=np.cumsum(positives[present][order]),
         fps=np.cumsum(negatives[present][order]),
     )
@@ -98,8 +99,8 @@ def precision_recall(r: Ranking) -> tuple[np.ndarray, np.ndarray]:
 def average_precision(r: Ranking) -> float | None:
     """sklearn's `average_precision_score`: sum over thresholds of (R_n - R_(n-1)) P_n; None if no positive.
 
-    sklearn >= 1.0 returns 0.0 (with a warning) and the challenge's pinned sklearn 0.22 NaN where there is
-    no positive; neither is a score, so it is reported as undefined.
+    Without positives, sklearn 1.9 returns 0.0 with a warning and the challenge's pinned sklearn 0.22 gives
+    NaN (recall 0 / 0); neither is a score, so it is reported as undefined.
     """
     if r.positives == 0:
         return None
@@ -113,7 +114,7 @@ def roc_auc(r: Ranking) -> float | None:
         return None
     tpr = np.concatenate([[0.0], r.tps / r.positives])
     fpr = np.concatenate([[0.0], r.fps / r.negatives])
-    return float(np.trapezoid(tpr, fpr))
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # np.trapezoid needs NumPy >= 2
 
 
 def best_dice(r: Ranking) -> tuple[float, float] | tuple[None, None]:
