@@ -14,8 +14,6 @@ log = logging.getLogger("mood_vqad")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    from mood_vqad.weights import default_weights_dir
-
     p = sub.add_parser(
         "predict",
         help="score every case of a folder (sample: X.nii.gz.txt, pixel: X.nii.gz)",
@@ -31,7 +29,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="auto: 512^3 (largest side >= 384) is abdomen, anything smaller brain",
     )
     p.add_argument(
-        "--weights", default=str(default_weights_dir()), help="folder with one sub-folder per region"
+        "--weights",
+        default=None,
+        help="folder with one sub-folder per region (default: $MOOD_VQAD_WEIGHTS, else the repository's weights/)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--restorations", type=int, default=None, help="restorations per slice (config default)")
@@ -51,6 +51,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from mood_vqad.predict import PredictOptions, predict_folder
+    from mood_vqad.weights import default_weights_dir
 
     options = PredictOptions(
         region=args.region,
@@ -64,8 +65,55 @@ def _run_predict(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         progress=not args.no_progress,
     )
-    failed = predict_folder(args.task, args.input_dir, args.output_dir, args.weights, options)
+    weights = args.weights if args.weights is not None else default_weights_dir()
+    failed = predict_folder(args.task, args.input_dir, args.output_dir, weights, options)
     return 1 if failed else 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score predictions against labels as the MOOD challenge does (AP), plus AUROC and best Dice",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("pred_dir", help="predictions: X.nii.gz (pixel) or X.nii.gz.txt (sample); missing = zeros")
+    p.add_argument("label_dir", help="labels; every file is a case, matched to the prediction by name")
+    p.add_argument("--task", choices=["sample", "pixel"], required=True)
+    p.add_argument("--json", default=None, help="also write every number to this JSON file")
+    p.add_argument(
+        "--figures", default=None, help="folder for PNGs: precision-recall curves, slices per case (pixel)"
+    )
+    p.add_argument("--images", default=None, help="input volumes drawn under the label outline in --figures")
+    p.add_argument(
+        "--types",
+        default=None,
+        help="JSON {case file name: [anomaly types]} for AP per type; None: LABEL_DIR/../anomaly_types.json "
+        "if it exists",
+    )
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from mood_vqad.evaluate import default_types_file, evaluate_folder, format_table, write_json
+    from mood_vqad.io import CaseError
+
+    progress = not args.no_progress
+    try:
+        types_file = args.types if args.types is not None else default_types_file(args.label_dir)
+        evaluation = evaluate_folder(args.task, args.pred_dir, args.label_dir, types_file, progress=progress)
+    except CaseError as exc:
+        log.error("%s", exc)
+        return 1
+    print(format_table(evaluation))
+    if args.json is not None:
+        write_json(evaluation, args.json)
+        log.info("wrote %s", args.json)
+    if args.figures is not None:
+        from mood_vqad.figures import write_figures
+
+        paths = write_figures(evaluation, args.figures, image_dir=args.images, progress=progress)
+        log.info("wrote %d figures to %s", len(paths), args.figures)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_predict(sub)
+    _add_evaluate(sub)
     return parser
 
 
