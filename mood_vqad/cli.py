@@ -14,8 +14,6 @@ log = logging.getLogger("mood_vqad")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    from mood_vqad.weights import default_weights_dir
-
     p = sub.add_parser(
         "predict",
         help="score every case of a folder (sample: X.nii.gz.txt, pixel: X.nii.gz)",
@@ -30,7 +28,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto: 512^3 (largest side >= 384) is abdomen, anything smaller brain",
     )
-    p.add_argument("--weights", default=str(default_weights_dir()), help="folder with one sub-folder per region")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="folder with one sub-folder per region (default: the weights installed with the package)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--restorations", type=int, default=None, help="restorations per slice (config default)")
     p.add_argument("--slice-stride", type=int, default=None, help="score every S-th slice (config default)")
@@ -49,6 +51,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from mood_vqad.predict import PredictOptions, predict_folder
+    from mood_vqad.weights import default_weights_dir
 
     options = PredictOptions(
         region=args.region,
@@ -62,7 +65,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         progress=not args.no_progress,
     )
-    failed = predict_folder(args.task, args.input_dir, args.output_dir, args.weights, options)
+    weights = args.weights or str(default_weights_dir())
+    failed = predict_folder(args.task, args.input_dir, args.output_dir, weights, options)
     return 1 if failed else 0
 
 
