@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mood_vqad.anomalies import ANOMALY_TYPES, GENERATORS, foreground, sample_radius
+from mood_vqad.config import REGIONS
 from mood_vqad.io import NIFTI_SUFFIXES, list_cases, load_volume, save_volume, write_atomic
 
 log = logging.getLogger(__name__)
@@ -129,11 +130,13 @@ def build_toy(
     if len({p.resolve() for p in normals + donors}) < 2:
         log.warning("no second subject: foreign_patch is left out (see --donors)")
     toy, pixel, sample = _prepare(Path(out_dir), overwrite)
-    keep_normal = normal_cases(cases, normal_fraction, np.random.default_rng(seed))
+    # the region enters the seed so that brain and abdomen sets built with one seed differ
+    stream = [seed, REGIONS.index(region)]
+    keep_normal = normal_cases(cases, normal_fraction, np.random.default_rng(stream))
     types: dict[str, list[str]] = {}
     for i in tqdm(range(cases), desc="toy cases", unit="case", disable=not progress, file=sys.stderr):
         # one generator per case, so a case does not depend on how many came before it
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([*stream, i])
         normal = normals[i % len(normals)]
         base, affine = load_volume(normal)
         base = vary(base, affine, region, rng)
