@@ -78,7 +78,7 @@ def _cube_side(value: str) -> str:
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    from mood_vqad.sources import SOURCES, default_cache
+    from mood_vqad.sources import DEFAULT_SIZES, SOURCES, default_cache
 
     data = sub.add_parser("data", help="demo data: real anatomy from public packages, MOOD-style toy sets")
     steps = data.add_subparsers(dest="data_command", required=True)
@@ -97,7 +97,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         "--sizes",
         nargs="+",
         type=_cube_side,
-        default=["full", "128", "64"],
+        default=list(DEFAULT_SIZES),
         help="cube sides; full is MOOD's (brain 256, abdomen 512); sides above it are skipped",
     )
     p.add_argument("--sources", nargs="+", choices=list(SOURCES), default=None, help="None means all")

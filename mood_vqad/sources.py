@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROLES = ("train", "holdout")
+FULL_SIZES = {"brain": 256, "abdom": 512}  # MOOD's cube sides
+DEFAULT_SIZES = ("full", "128", "64")  # the cube sides fetch writes by default
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Package:
     filename: str  # the archive's name as the registry's client saves it
     licence: str
     homepage: str
+    pip_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ PACKAGES = {
             "pyradiomics-3.0.1.tar.gz",
             "BSD-3-Clause",
             "https://pypi.org/project/pyradiomics/3.0.1/",
+            # its setup.py imports numpy, so pip can only read its metadata in this environment
+            pip_options=("--no-build-isolation",),
         ),
     )
 }
