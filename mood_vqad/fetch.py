@@ -206,9 +206,8 @@ def _resample(image: sitk.Image, centre: np.ndarray, spacing: np.ndarray, size: 
     Axes that get coarser are first smoothed (sigma = (factor - 1) / 2 voxels) so that nothing aliases.
     """
     direction = np.array(image.GetDirection()).reshape(3, 3)
-    world_axis = np.abs(direction).argmax(
-        axis=0
-    )  # index axis i of the source runs along world axis world_axis[i]
+    # the source's index axis i runs along world axis world_axis[i]; the grid's axis a along world axis a
+    world_axis = np.abs(direction).argmax(axis=0)
     factor = spacing[world_axis] / np.array(image.GetSpacing())
     sigma = np.maximum(0.0, (factor - 1.0) / 2.0)
     if sigma.any():
@@ -326,7 +325,7 @@ def fetch(
 ) -> list[Path]:
     """Download, verify and convert the named sources (default: all); returns the volumes written or kept."""
     sources = [SOURCES[n] for n in (names or SOURCES)]
-    members = {m: None for s in sources for m in members_of(s)}
+    members = dict.fromkeys(m for s in sources for m in members_of(s))
     archives = {}
     for package in dict.fromkeys(m.package for m in members):
         archives[package] = download(PACKAGES[package], Path(cache) / "packages")
