@@ -14,7 +14,7 @@ RUN python3 -m venv --system-site-packages /opt/mood-vqad \
         ls /wheels/torch-*.whl >/dev/null 2>&1 || { echo "no torch in the base: put a wheel in docker/wheels/" >&2; exit 1; }; \
         /opt/mood-vqad/bin/pip install --no-cache-dir /wheels/torch-*.whl \
         && /opt/mood-vqad/bin/python -c "$torch_version" > /wheels/torch.txt; fi
-COPY pyproject.toml README.md* /src/
+COPY pyproject.toml README.md /src/
 COPY mood_vqad /src/mood_vqad/
 RUN /opt/mood-vqad/bin/pip install --no-cache-dir --constraint /wheels/torch.txt /src
 
