@@ -1,7 +1,8 @@
 """Build the Docker image and run it as the MOOD challenge does, offline and read-only, then check and score.
 
 Both tasks in both forms: the short form (`IMAGE sample|pixel`, region worked out per case) and the
-challenge's four scripts, on a small toy set in the challenge's layout (DATA/{brain,abdom}/{toy,toy_label}).
+challenge's four scripts, on a small toy set in the challenge's layout (DATA/{brain,abdom}/{toy,toy_label})
+that `mood-vqad data toy` builds from phantom volumes; outputs are scored with `mood-vqad evaluate`.
 Then the failure modes: an unreadable case (exit 0, the others written), an unwritable output folder and
 missing weights (non-zero), and a run without --read-only that must leave the container's file system
 unchanged. Any failed step ends the script with a non-zero exit and a `docker_test FAILED:` line.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
@@ -79,8 +81,13 @@ def weights_folder() -> Path:
     return folder.relative_to(ROOT)
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """A mood-vqad command as a user runs it."""
+    return run([sys.executable, "-m", "mood_vqad", "--no-progress", *args])
+
+
 def phantom(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
-    """A smooth textured ellipsoid in [0, 1] with background exactly 0."""
+    """A smooth textured ellipsoid in [0, 1] with background exactly 0 (a stand-in 'normal' volume)."""
     grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     inside = sum(g**2 / r**2 for g, r in zip(grids, (0.8, 0.7, 0.75), strict=True)) < 1
     texture = 0.5 + 0.3 * np.sin(3 * grids[0]) * np.cos(2 * grids[1]) + 0.05 * rng.standard_normal(shape)
@@ -88,21 +95,15 @@ def phantom(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray
 
 
 def toy_set(data: Path) -> None:
-    """DATA/<region>/toy/toy_<i>.nii.gz and its labels; odd cases hold a bright block (the anomaly)."""
+    """DATA/<region>/{toy,toy_label}: `mood-vqad data toy` on two phantom 'subjects' per region."""
     rng = np.random.default_rng(0)
     for region, shape in SHAPES.items():
-        toy, labels = data / region / "toy", data / region / "toy_label"
-        for folder in (toy, labels / "pixel", labels / "sample"):
-            folder.mkdir(parents=True)
-        for i in range(CASES):
-            volume, mask = phantom(shape, rng), np.zeros(shape, dtype=np.uint8)
-            if i % 2:
-                block = tuple(slice(n // 2 - n // 8, n // 2 + n // 8) for n in shape)
-                volume[block], mask[block] = 1.0, 1
-            name = f"toy_{i}.nii.gz"
-            nib.save(nib.Nifti1Image(volume, np.eye(4)), str(toy / name))
-            nib.save(nib.Nifti1Image(mask, np.eye(4)), str(labels / "pixel" / name))
-            (labels / "sample" / f"{name}.txt").write_text(f"{i % 2}\n")
+        normal = WORK / "normal" / region
+        normal.mkdir(parents=True)
+        for subject in range(2):
+            nib.save(nib.Nifti1Image(phantom(shape, rng), np.eye(4)), str(normal / f"{subject}.nii.gz"))
+        cli("data", "toy", str(normal), str(data), "--region", region, "--cases", str(CASES),
+                  "--challenge-layout")  # fmt: skip
 
 
 def output_folder(path: Path, writable: bool = True) -> Path:
@@ -129,6 +130,8 @@ def check_outputs(task: str, inputs: Path, pred: Path, stderr: str) -> None:
     if found != sorted(expected):
         raise Failure(f"{pred}: expected exactly {expected}, found {found}")
     for case, name in zip(cases, expected, strict=True):
+        if not (pred / name).stat().st_mode & 0o004:  # the scorer may run as another user
+            raise Failure(f"{pred / name}: not readable by other users")
         if task == "sample":
             lines = (pred / name).read_text().splitlines()
             if len(lines) != 1 or not 0.0 <= float(lines[0]) <= 1.0:
@@ -154,27 +157,14 @@ def same_outputs(task: str, first: Path, second: Path) -> None:
             raise Failure(f"{path.name}: {first} and {second} differ")
 
 
-def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """sklearn's average_precision_score (the challenge's metric) without sklearn: sum of dR * precision."""
-    order = np.argsort(-scores, kind="stable")
-    labels, scores = labels[order], scores[order]
-    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # last index of each distinct score
-    hits = np.cumsum(labels)[last]
-    precision, recall = hits / (last + 1), hits / hits[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
 def score(task: str, pred: Path, labels: Path) -> float:
-    """The challenge's score of a folder: AP over cases (sample) or over all voxels of all cases (pixel)."""
-    truth, predicted = [], []
-    for label in sorted(labels.iterdir()):
-        if task == "sample":
-            truth.append([float(label.read_text().splitlines()[0])])
-            predicted.append([float((pred / label.name).read_text().splitlines()[0])])
-        else:
-            truth.append(np.asarray(nib.load(str(label)).dataobj).ravel())
-            predicted.append(np.asarray(nib.load(str(pred / label.name)).dataobj).astype(np.float16).ravel())
-    return average_precision(np.concatenate(truth), np.clip(np.concatenate(predicted), 0, 1))
+    """The challenge's metric (average precision) of a folder, from `mood-vqad evaluate`."""
+    report = pred.parent / f"{pred.name}-{task}.json"
+    cli("evaluate", str(pred), str(labels), "--task", task, "--json", str(report))
+    ap = json.loads(report.read_text())["metrics"]["ap"]
+    if ap is None or not 0.0 <= ap <= 1.0:
+        raise Failure(f"{pred}: evaluate gave AP {ap}")
+    return ap
 
 
 def build(image: str, base_image: str | None, torch_wheel: Path | None, weights: Path) -> None:
