@@ -14,8 +14,8 @@ $(BIN)/mood-vqad: pyproject.toml
 setup: $(BIN)/mood-vqad
 
 lint: setup
-	$(BIN)/ruff check mood_vqad tests scripts
-	$(BIN)/ruff format --check mood_vqad tests scripts
+	$(BIN)/ruff check mood_vqad tests scripts docker
+	$(BIN)/ruff format --check mood_vqad tests scripts docker
 
 test: lint
 	$(BIN)/pytest -m "not network"
