@@ -75,7 +75,6 @@ def weights_folder() -> Path:
         log("weights: the repository's weights/")
         return Path("weights")
     folder = WORK / "weights"
-    shutil.rmtree(folder, ignore_errors=True)
     tiny_weights(folder)
     log(f"weights: weights/ lacks brain/ and abdom/: TINY RANDOM weights in {folder}, scores are meaningless")
     return folder.relative_to(ROOT)
