@@ -61,7 +61,7 @@ class RegionConfig:
     sample_threshold: float = 7.0
     sample_scale: float = 200.0
     restore_threshold: float = 5.0
-    masking: str = "dynamic"  # "dynamic" or "static"
+    masking: str = "static"  # "static" (mask once) or "dynamic" (the authors': re-test in context)
     neighbour_rule: bool = False
     weight_temperature: float | None = 3.0  # None: plain mean over restorations
     min_filter: int = 3

@@ -74,3 +74,11 @@ def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
     write_sample_score(target, 0.25)
     write_sample_score(target, 0.5)
     assert float(target.read_text()) == 0.5 and os.listdir(tmp_path) == ["x.nii.gz.txt"]
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    target = tmp_path / "x.nii.gz.txt"
+    write_sample_score(target, 0.25)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
