@@ -171,7 +171,6 @@ class SliceCache:
 
 
 def default_workers() -> int:
-    """Processes that decompress volumes in parallel: the usable CPUs, at most 4 (a 512^3 volume and its
-    normalised copy take 1 GiB each)."""
+    """Processes reading volumes at once: the usable CPUs, at most 4 (a 512^3 volume needs 1 GiB twice)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(4, cpus))
