@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mood_vqad import __version__
-from mood_vqad.config import REGIONS
+from mood_vqad.config import REGIONS, TrainOptions
 
 log = logging.getLogger("mood_vqad")
 
@@ -69,6 +71,168 @@ def _run_predict(args: argparse.Namespace) -> int:
     weights = args.weights if args.weights is not None else default_weights_dir()
     failed = predict_folder(args.task, args.input_dir, args.output_dir, weights, options)
     return 1 if failed else 0
+
+
+def _read_overrides(path: str | None) -> dict[str, Any]:
+    """The sections of a --config JSON file (empty without one)."""
+    return json.loads(Path(path).read_text()) if path else {}
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="preprocess a folder of normal volumes once into a slice cache for training",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("data_dir", help="folder of .nii.gz training volumes")
+    p.add_argument("cache_dir", help="output folder: slices.npy, positions.npy, volume_ids.npy, cache.json")
+    p.add_argument("--region", choices=REGIONS, required=True)
+    p.add_argument("--config", default=None, help="JSON file whose 'region' section overrides the defaults")
+    p.add_argument("--workers", type=int, default=None, help="reading processes (default: CPUs, at most 4)")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from mood_vqad.config import model_defaults, with_overrides
+    from mood_vqad.io import CaseError
+    from mood_vqad.prepare import default_workers, prepare_cache
+
+    try:
+        region = with_overrides(model_defaults(args.region), _read_overrides(args.config)).region
+        workers = args.workers or default_workers()
+        prepare_cache(args.data_dir, args.cache_dir, region, workers, progress=not args.no_progress)
+    except (CaseError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    d = TrainOptions()
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("cache_dir", help="slice cache written by `prepare`")
+    common.add_argument("run_dir", help="folder for config, checkpoint, log and curves")
+    common.add_argument(
+        "--config", default=None, help="JSON file: its vqvae / prior / augment sections override the defaults"
+    )
+    common.add_argument(
+        "--steps", type=int, default=d.steps, help="optimizer steps in all (also when resuming)"
+    )
+    common.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
+    common.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    common.add_argument("--seed", type=int, default=d.seed, help="initialisation, data order, augmentation")
+    common.add_argument("--val-fraction", type=float, default=d.val_fraction, help="volumes held out")
+    common.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations")
+    common.add_argument("--val-batches", type=int, default=d.val_batches, help="batches per validation")
+    common.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps")
+    common.add_argument("--log-every", type=int, default=d.log_every, help="steps between log entries")
+    common.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=d.amp, help="GPU only")
+    common.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: GPU if visible"
+    )
+    common.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
+    p = sub.add_parser("train", help="train the VQ-VAE, then the prior (several GPUs: torchrun)")
+    models = p.add_subparsers(dest="model", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    v = models.add_parser("vqvae", parents=[common], formatter_class=fmt, help="VQ-VAE on augmented slices")
+    v.add_argument(
+        "--restart-every", type=int, default=d.restart_every, help="steps between dead-code restarts"
+    )
+    v.add_argument(
+        "--dead-usage", type=float, default=d.dead_usage, help="EMA usage below which a code is dead"
+    )
+    v.set_defaults(func=_run_train)
+    q = models.add_parser("prior", parents=[common], formatter_class=fmt, help="prior on the VQ-VAE's codes")
+    q.add_argument("--vqvae", default=None, help="the VQ-VAE's run folder (not needed with --resume)")
+    q.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from mood_vqad.io import CaseError
+    from mood_vqad.train import train_prior, train_vqvae
+
+    fields = TrainOptions.__dataclass_fields__
+    options = TrainOptions(
+        **{k: v for k, v in vars(args).items() if k in fields}, progress=not args.no_progress
+    )
+    try:
+        overrides = _read_overrides(args.config)
+        if args.model == "vqvae":
+            train_vqvae(args.cache_dir, args.run_dir, options, overrides)
+        else:
+            train_prior(args.cache_dir, args.run_dir, args.vqvae, options, overrides)
+    except (CaseError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="set thresholds and score scales from held-out normal volumes",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("source", metavar="WEIGHTS_OR_RUN_DIR", help="a region's weights folder or a prior run")
+    p.add_argument("holdout_dir", help="folder of normal .nii.gz volumes not used for training")
+    p.add_argument("--sample-percentile", type=float, default=98.0, help="of per-code NLL: sample_threshold")
+    p.add_argument(
+        "--restore-percentile", type=float, default=90.0, help="of per-code NLL: restore_threshold"
+    )
+    p.add_argument(
+        "--pixel-percentile", type=float, default=99.0, help="of foreground residuals: pixel_scale"
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: GPU if visible")
+    p.add_argument("--batch-size", type=int, default=256, help="maps per prior / decoder batch")
+    p.add_argument("--seed", type=int, default=0, help="restoration draws and voxel sampling")
+    p.set_defaults(func=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from mood_vqad.calibrate import calibrate
+    from mood_vqad.io import CaseError
+    from mood_vqad.weights import WeightsError
+
+    try:
+        report = calibrate(
+            args.source,
+            args.holdout_dir,
+            args.sample_percentile,
+            args.restore_percentile,
+            args.pixel_percentile,
+            device=args.device,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    except (CaseError, WeightsError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    print(json.dumps(report["values"], indent=2))
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a prior run's models as WEIGHTS_DIR/<region>/ for `predict`",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", help="a prior run folder (calibrated)")
+    p.add_argument("weights_dir", help="weights folder; the region's sub-folder is (over)written")
+    p.add_argument("--half", action="store_true", help="store weights in fp16 (the codebook stays fp32)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from mood_vqad.export import export
+
+    try:
+        print(export(args.run_dir, args.weights_dir, half=args.half))
+    except (ValueError, OSError, KeyError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -221,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(sub)
+    _add_train(sub)
+    _add_calibrate(sub)
+    _add_export(sub)
     _add_predict(sub)
     _add_evaluate(sub)
     _add_data(sub)

@@ -1,4 +1,4 @@
-"""Hyper-parameters and per-region settings, as frozen dataclasses saved as JSON beside the weights."""
+"""Hyper-parameters, per-region settings and training options, as frozen dataclasses saved as JSON."""
 
 from __future__ import annotations
 
@@ -70,6 +70,27 @@ class RegionConfig:
     foreground_threshold: float | None = 0.0  # voxels <= this are background and score 0; None keeps all
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to train (the networks' sizes live in ModelConfig); batch_size is per process."""
+
+    steps: int = 100_000
+    batch_size: int = 32
+    lr: float = 1e-4
+    seed: int = 0
+    val_fraction: float = 0.1
+    val_every: int = 1000
+    val_batches: int = 20
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    restart_every: int = 100  # VQ-VAE: steps between dead-code restarts (0: never)
+    dead_usage: float = 0.01  # VQ-VAE: EMA assignments per step below which a code counts as dead
+    amp: str = "auto"  # auto (bf16 where supported, else fp16), bf16, fp16 or off; the CPU always runs fp32
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+
+
 BRAIN = RegionConfig()
 ABDOM = RegionConfig(
     name="abdom",
@@ -82,6 +103,9 @@ ABDOM = RegionConfig(
 )
 REGION_DEFAULTS = {"brain": BRAIN, "abdom": ABDOM}
 REGIONS = tuple(REGION_DEFAULTS)
+# The abdomen's 160 x 160 slices go through one more stride-2 stage, to a 10 x 10 code grid.
+ABDOM_VQVAE = VQVAEConfig(channels=(16, 32, 64, 128, 256))
+ABDOM_PRIOR = PriorConfig(grid=(10, 10))
 
 
 @dataclass(frozen=True)
@@ -93,7 +117,14 @@ class ModelConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
 
 
-def _build(cls: type, values: dict[str, Any]) -> Any:
+def model_defaults(region: str) -> ModelConfig:
+    """The authors' model of a region: brain 20 x 20 code grids, abdomen 10 x 10 (raises KeyError)."""
+    if region == "abdom":
+        return ModelConfig(region=ABDOM, vqvae=ABDOM_VQVAE, prior=ABDOM_PRIOR)
+    return ModelConfig(region=REGION_DEFAULTS[region])
+
+
+def dataclass_from_json(cls: type, values: dict[str, Any]) -> Any:
     """Rebuild a frozen dataclass from JSON values, turning lists back into tuples; unknown keys fail."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
@@ -112,10 +143,27 @@ def from_dict(values: dict[str, Any]) -> ModelConfig:
     if values.get("format") != CONFIG_FORMAT:
         raise ValueError(f"config format {values.get('format')!r}, expected {CONFIG_FORMAT}")
     return ModelConfig(
-        region=_build(RegionConfig, values["region"]),
-        vqvae=_build(VQVAEConfig, values["vqvae"]),
-        prior=_build(PriorConfig, values["prior"]),
+        region=dataclass_from_json(RegionConfig, values["region"]),
+        vqvae=dataclass_from_json(VQVAEConfig, values["vqvae"]),
+        prior=dataclass_from_json(PriorConfig, values["prior"]),
     )
+
+
+def with_overrides(config: ModelConfig, values: dict[str, Any]) -> ModelConfig:
+    """Replace some fields: values maps "region" / "vqvae" / "prior" to {field: value}; "format" is ignored.
+
+    Accepts a partial file as well as a whole `to_dict` output; unknown sections or fields raise ValueError.
+    """
+    sections = {"region": RegionConfig, "vqvae": VQVAEConfig, "prior": PriorConfig}
+    unknown = set(values) - set(sections) - {"format"}
+    if unknown:
+        raise ValueError(f"unknown config sections: {sorted(unknown)}")
+    changed = {
+        name: dataclass_from_json(cls, {**dataclasses.asdict(getattr(config, name)), **values[name]})
+        for name, cls in sections.items()
+        if name in values
+    }
+    return dataclasses.replace(config, **changed)
 
 
 def save_config(config: ModelConfig, path: Path) -> None:

@@ -96,12 +96,16 @@ class Detector:
         empty = torch.zeros(0, *self.config.prior.grid, dtype=torch.long, device=self.device)
         return Encoded(indices, position, slices, torch.cat(codes) if codes else empty)
 
-    def sample_score(self, volume: np.ndarray, settings: Settings) -> float:
-        """The sample task's score in [0, 1): thresholded NLL sum of the volume's codes, squashed."""
+    def code_nll(self, volume: np.ndarray, settings: Settings) -> torch.Tensor:
+        """Teacher-forced per-code NLL of the volume's scored slices: (S, h, w); S = 0 without foreground."""
         encoded = self.encode(volume, settings)
         if len(encoded.indices) == 0:
-            return 0.0
-        nll = batched_nll(self.prior, encoded.codes, encoded.position, settings.batch_size)
+            return encoded.codes.float()
+        return batched_nll(self.prior, encoded.codes, encoded.position, settings.batch_size)
+
+    def sample_score(self, volume: np.ndarray, settings: Settings) -> float:
+        """The sample task's score in [0, 1): thresholded NLL sum of the volume's codes, squashed."""
+        nll = self.code_nll(volume, settings)
         raw = sample_score(nll, self.region.sample_threshold, settings.slice_stride)
         return float(squash(raw, self.region.sample_scale))
 
@@ -125,15 +129,19 @@ class Detector:
             )
         return torch.cat(out)
 
-    def pixel_scores(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
-        """The pixel task's map in [0, 1) with the volume's exact shape."""
+    def filtered_residuals(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
+        """The pixel map before squashing: filtered restoration residuals at the volume's shape."""
         encoded = self.encode(volume, settings)
         if len(encoded.indices) == 0:
             return np.zeros(volume.shape, dtype=np.float32)
         n_slices = volume.shape[self.region.slice_axis]
         stack = interpolate_slices(self.residuals(encoded, settings), encoded.indices, n_slices)
         stack = post_filter(stack.float().cpu().numpy(), self.region.min_filter, self.region.mean_filter)
-        scores = squash(slices_to_volume(stack, volume.shape, self.region), self.region.pixel_scale)
+        return slices_to_volume(stack, volume.shape, self.region)
+
+    def pixel_scores(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
+        """The pixel task's map in [0, 1) with the volume's exact shape."""
+        scores = squash(self.filtered_residuals(volume, settings), self.region.pixel_scale)
         mask = foreground_mask(volume, self.region)
         if mask is not None:
             scores *= mask

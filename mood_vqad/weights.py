@@ -58,8 +58,18 @@ def save_weights(
     save_config(config, directory / CONFIG_FILE)
     torch.save(_state(vqvae, half), directory / VQVAE_FILE)
     torch.save(_state(prior, half), directory / PRIOR_FILE)
+    _write_sums(directory)
+
+
+def _write_sums(directory: Path) -> None:
     sums = "".join(f"{sha256(directory / name)}  {name}\n" for name in (CONFIG_FILE, VQVAE_FILE, PRIOR_FILE))
     (directory / SUMS_FILE).write_text(sums)
+
+
+def update_config(directory: Path, config: ModelConfig) -> None:
+    """Replace a weights folder's config.json (e.g. calibrated values) and its SHA256SUMS."""
+    save_config(config, Path(directory) / CONFIG_FILE)
+    _write_sums(Path(directory))
 
 
 def _check_sums(directory: Path) -> None:

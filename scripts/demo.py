@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from mood_vqad.sources import default_cache
+from mood_vqad.weights import default_weights_dir
 
 # Settings chosen so the CPU finishes in minutes; a GPU runs the config defaults (every 8th slice, 15).
 CPU_SETTINGS = ["--slice-stride", "16", "--restorations", "4"]
@@ -49,6 +50,7 @@ def main() -> int:
     data = default_cache() / "data"
     times = {"fetch": run("data", "fetch", "--sizes", "full", "128")}
     results = {}
+    weights_dir = Path(args.weights) if args.weights else default_weights_dir()
     for region, cubes, cases in TOY_SETS:
         toy = args.out / "data"
         label = toy / region / "toy_label"
@@ -56,6 +58,9 @@ def main() -> int:
             "data", "toy", str(data / cubes / "holdout"), str(toy), "--region", region, "--cases", str(cases),
             "--donors", str(data / cubes / "train"), "--challenge-layout", "--overwrite",
         )  # fmt: skip
+        if not (weights_dir / region / "config.json").is_file():
+            print(f"no {region} weights in {weights_dir}: toy set built, prediction skipped", file=sys.stderr)
+            continue
         for task in ("sample", "pixel"):
             pred = args.out / "pred" / region / task
             pred.mkdir(parents=True, exist_ok=True)
@@ -71,6 +76,12 @@ def main() -> int:
                 "--json", str(report), "--figures", str(figures), "--images", str(toy / region / "toy"),
             )  # fmt: skip
             results[f"{region} {task}"] = json.loads(report.read_text())
+    if not results:
+        print(
+            f"\nno weights in {weights_dir}: train and export them first (see README, Training)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"\n{'toy set, task':<16}{'AP':>8}{'AUROC':>8}{'best Dice':>11}")
     for name, result in results.items():
         m = result["metrics"]

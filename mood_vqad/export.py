@@ -1,0 +1,123 @@
+"""A prior run (with its VQ-VAE) exported to the weights folder the predictor reads, and a model card."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mood_vqad import __version__
+from mood_vqad.config import ModelConfig
+from mood_vqad.runs import (
+    CALIBRATION_FILE,
+    CHECKPOINT_FILE,
+    RUN_FILE,
+    final_losses,
+    load_checkpoint,
+    load_run_models,
+    read_json,
+)
+from mood_vqad.weights import save_weights
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "MODEL_CARD.md"
+
+
+def _losses(final: dict[str, dict[str, Any]]) -> str:
+    """'train loss 0.0123 (step 1000), val loss 0.0150 (step 1000)' from a run's last log entries."""
+    parts = [
+        f"{split} loss {entry['loss']:.4g} (step {entry['step']})" for split, entry in sorted(final.items())
+    ]
+    return ", ".join(parts) or "not logged"
+
+
+def _retrain_commands(run: dict[str, Any], config: ModelConfig) -> str:
+    """The commands that rebuild these weights, with the options the runs used."""
+
+    def flags(options: dict[str, Any]) -> str:
+        keys = ("steps", "batch_size", "lr", "seed", "val_fraction")
+        return " ".join(f"--{k.replace('_', '-')} {options[k]}" for k in keys)
+
+    region = config.region.name
+    return "\n".join(
+        [
+            f"mood-vqad prepare DATA_DIR CACHE_DIR --region {region} --config CONFIG.json",
+            f"mood-vqad train vqvae CACHE_DIR VQVAE_RUN --config CONFIG.json "
+            f"{flags(run['vqvae_run']['options'])}",
+            f"mood-vqad train prior CACHE_DIR PRIOR_RUN --vqvae VQVAE_RUN --config CONFIG.json "
+            f"{flags(run['options'])}",
+            "mood-vqad calibrate PRIOR_RUN HOLDOUT_DIR",
+            "mood-vqad export PRIOR_RUN WEIGHTS_DIR",
+        ]
+    )
+
+
+def model_card(run_dir: Path, config: ModelConfig, half: bool) -> str:
+    """A Markdown description of exported weights: data, training, calibration, and how to retrain."""
+    run = read_json(Path(run_dir) / RUN_FILE)
+    data, vqvae_info = run["data"], run["vqvae_run"]
+    prior_step = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE)["step"]
+    calibration_path = Path(run_dir) / CALIBRATION_FILE
+    calibration = read_json(calibration_path) if calibration_path.is_file() else None
+    region = config.region
+    lines = [
+        f"# mood-vqad weights: {region.name}",
+        "",
+        f"Exported {datetime.now(timezone.utc).isoformat(timespec='seconds')} by mood-vqad {__version__}"
+        f" from `{Path(run_dir).resolve()}`; {'fp16' if half else 'fp32'} storage, checked by SHA256SUMS.",
+        "VQ-VAE (2D, slice-wise) + PixelSNAIL prior; latent-space restoration (Marimont & Tarroni 2021).",
+        "",
+        "## Data",
+        "",
+        f"Slice cache `{data['cache']}`, prepared from `{data['source']}`: {len(data['volumes'])} volumes,"
+        f" {data['train_slices']} training and {data['val_slices']} validation slices.",
+        "",
+        f"Volumes ({len(data['val_volumes'])} held out for validation, marked *):",
+        "",
+        *[f"- {name}{' *' if name in data['val_volumes'] else ''}" for name in data["volumes"]],
+        "",
+        "## Training",
+        "",
+        f"- VQ-VAE: {vqvae_info['step']} steps; {_losses(vqvae_info['final'])}; run `{vqvae_info['path']}`",
+        f"- Prior: {prior_step} steps; {_losses(final_losses(run_dir))}",
+        "",
+        "## Calibration",
+        "",
+    ]
+    if calibration is None:
+        lines.append("Not calibrated: the thresholds and scales below are the config's defaults.")
+    else:
+        lines.append(
+            f"On {len(calibration['volumes'])} held-out normal volumes from `{calibration['holdout']}`"
+            f" ({calibration['date']}), percentiles {json.dumps(calibration['percentiles'])}."
+        )
+    lines += [
+        "",
+        f"- sample_threshold {region.sample_threshold:.4g} nats, sample_scale {region.sample_scale:.4g}",
+        f"- restore_threshold {region.restore_threshold:.4g} nats, pixel_scale {region.pixel_scale:.4g}",
+        "",
+        "## Retraining",
+        "",
+        "CONFIG.json: this folder's config.json (model sizes and region settings).",
+        "",
+        "```",
+        _retrain_commands(run, config),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export(run_dir: Path, weights_dir: Path, half: bool = False) -> Path:
+    """Write WEIGHTS_DIR/<region>/ (config, weights, SHA256SUMS, model card); returns that folder."""
+    config, vqvae, prior = load_run_models(run_dir)
+    target = Path(weights_dir) / config.region.name
+    if not (Path(run_dir) / CALIBRATION_FILE).is_file():
+        log.warning("%s is not calibrated: exporting the config's default thresholds and scales", run_dir)
+    save_weights(target, config, vqvae, prior, half=half)
+    (target / CARD_FILE).write_text(model_card(Path(run_dir), config, half))
+    log.info("exported %s weights to %s", config.region.name, target)
+    return target
