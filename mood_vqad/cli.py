@@ -94,16 +94,11 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 def _run_prepare(args: argparse.Namespace) -> int:
     from mood_vqad.config import model_defaults, with_overrides
-    from mood_vqad.io import CaseError
     from mood_vqad.prepare import default_workers, prepare_cache
 
-    try:
-        region = with_overrides(model_defaults(args.region), _read_overrides(args.config)).region
-        workers = args.workers or default_workers()
-        prepare_cache(args.data_dir, args.cache_dir, region, workers, progress=not args.no_progress)
-    except (CaseError, ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
+    region = with_overrides(model_defaults(args.region), _read_overrides(args.config)).region
+    workers = args.workers or default_workers()
+    prepare_cache(args.data_dir, args.cache_dir, region, workers, progress=not args.no_progress)
     return 0
 
 
@@ -148,22 +143,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from mood_vqad.io import CaseError
     from mood_vqad.train import train_prior, train_vqvae
 
     fields = TrainOptions.__dataclass_fields__
     options = TrainOptions(
         **{k: v for k, v in vars(args).items() if k in fields}, progress=not args.no_progress
     )
-    try:
-        overrides = _read_overrides(args.config)
-        if args.model == "vqvae":
-            train_vqvae(args.cache_dir, args.run_dir, options, overrides)
-        else:
-            train_prior(args.cache_dir, args.run_dir, args.vqvae, options, overrides)
-    except (CaseError, ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
+    overrides = _read_overrides(args.config)
+    if args.model == "vqvae":
+        train_vqvae(args.cache_dir, args.run_dir, options, overrides)
+    else:
+        train_prior(args.cache_dir, args.run_dir, args.vqvae, options, overrides)
     return 0
 
 
@@ -190,24 +180,18 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 def _run_calibrate(args: argparse.Namespace) -> int:
     from mood_vqad.calibrate import calibrate
-    from mood_vqad.io import CaseError
-    from mood_vqad.weights import WeightsError
 
-    try:
-        report = calibrate(
-            args.source,
-            args.holdout_dir,
-            args.sample_percentile,
-            args.restore_percentile,
-            args.pixel_percentile,
-            device=args.device,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
-    except (CaseError, WeightsError, ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
+    report = calibrate(
+        args.source,
+        args.holdout_dir,
+        args.sample_percentile,
+        args.restore_percentile,
+        args.pixel_percentile,
+        device=args.device,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     print(json.dumps(report["values"], indent=2))
     return 0
 
@@ -227,11 +211,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from mood_vqad.export import export
 
-    try:
-        print(export(args.run_dir, args.weights_dir, half=args.half))
-    except (ValueError, OSError, KeyError) as exc:
-        log.error("%s", exc)
-        return 1
+    print(export(args.run_dir, args.weights_dir, half=args.half))
     return 0
 
 
@@ -260,15 +240,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mood_vqad.evaluate import default_types_file, evaluate_folder, format_table, write_json
-    from mood_vqad.io import CaseError
 
     progress = not args.no_progress
-    try:
-        types_file = args.types if args.types is not None else default_types_file(args.label_dir)
-        evaluation = evaluate_folder(args.task, args.pred_dir, args.label_dir, types_file, progress=progress)
-    except CaseError as exc:
-        log.error("%s", exc)
-        return 1
+    types_file = args.types if args.types is not None else default_types_file(args.label_dir)
+    evaluation = evaluate_folder(args.task, args.pred_dir, args.label_dir, types_file, progress=progress)
     print(format_table(evaluation))
     if args.json is not None:
         write_json(evaluation, args.json)
@@ -359,21 +334,17 @@ def _run_toy(args: argparse.Namespace) -> int:
     from mood_vqad.toy import build_toy
 
     out = Path(args.out_dir) / args.region if args.challenge_layout else Path(args.out_dir)
-    try:
-        build_toy(
-            args.normal_dir,
-            out,
-            cases=args.cases,
-            normal_fraction=args.normal_fraction,
-            seed=args.seed,
-            region=args.region,
-            donor_dir=args.donors,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-    except (FileExistsError, ValueError) as exc:
-        log.error("%s", exc)
-        return 1
+    build_toy(
+        args.normal_dir,
+        out,
+        cases=args.cases,
+        normal_fraction=args.normal_fraction,
+        seed=args.seed,
+        region=args.region,
+        donor_dir=args.donors,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     print(out)
     return 0
 
@@ -403,7 +374,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    return args.func(args)
+    from mood_vqad.io import UserError
+
+    try:
+        return args.func(args)
+    except (UserError, ValueError, OSError, KeyError) as exc:
+        log.error("%s", exc)
+        return 1
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from mood_vqad.io import save_volume, write_atomic
+from mood_vqad.io import UserError, save_volume, write_atomic
 from mood_vqad.sources import (
     DEFAULT_SIZES,
     FULL_SIZES,
@@ -62,7 +62,7 @@ Cube = tuple[np.ndarray, np.ndarray]  # (volume as an (x, y, z) float32 array, i
 Box = tuple[np.ndarray, np.ndarray]
 
 
-class FetchError(Exception):
+class FetchError(UserError):
     """A source that could not be downloaded, extracted, verified or converted; the message says why."""
 
 

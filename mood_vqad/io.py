@@ -13,7 +13,11 @@ import numpy as np
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
-class CaseError(Exception):
+class UserError(Exception):
+    """An error the user can act on: the command line prints its one-line message and exits with 1."""
+
+
+class CaseError(UserError):
     """A case that cannot be processed; its message is one line naming the file and the cause."""
 
     def __init__(self, path: Path | str, cause: str):

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from mood_vqad.config import ModelConfig, load_config, save_config
+from mood_vqad.io import UserError
 from mood_vqad.prior import PixelSNAIL
 from mood_vqad.vqvae import VQVAE
 
@@ -22,7 +23,7 @@ PRIOR_FILE = "prior.pt"
 SUMS_FILE = "SHA256SUMS"
 
 
-class WeightsError(Exception):
+class WeightsError(UserError):
     """Weights that are missing, corrupt or do not match their config; the message is one line."""
 
 
