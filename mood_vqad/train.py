@@ -224,6 +224,13 @@ def resume_split(
         write_json(run_dir / RUN_FILE, {**run, "options": dataclasses.asdict(options)})
 
 
+def finish(model: torch.nn.Module, cluster: Cluster) -> torch.nn.Module:
+    """Wait for every rank before any leaves: rank 0 hosts the process group's store, and a rank that
+    exits first can leave the others hanging in their last collective."""
+    barrier(cluster)
+    return model
+
+
 def train_vqvae(
     cache_dir: Path, run_dir: Path, options: TrainOptions, overrides: dict[str, Any] | None = None
 ) -> VQVAE:
@@ -257,7 +264,7 @@ def train_vqvae(
         trainer = Trainer(task, config, run_dir, options, cluster, pools)
         if resumed is not None:
             trainer.resume()
-        return trainer.fit()
+        return finish(trainer.fit(), cluster)
     finally:
         stop_cluster(cluster)
 
@@ -338,6 +345,6 @@ def train_prior(
         trainer = Trainer(task, config, run_dir, options, cluster, pools)
         if resumed is not None:
             trainer.resume()
-        return trainer.fit()
+        return finish(trainer.fit(), cluster)
     finally:
         stop_cluster(cluster)
