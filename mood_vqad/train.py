@@ -35,6 +35,7 @@ from mood_vqad.config import (
 from mood_vqad.io import write_atomic
 from mood_vqad.loop import (
     Cluster,
+    Task,
     Trainer,
     barrier,
     split_by_volume,
@@ -224,9 +225,21 @@ def resume_split(
         write_json(run_dir / RUN_FILE, {**run, "options": dataclasses.asdict(options)})
 
 
-def finish(model: torch.nn.Module, cluster: Cluster) -> torch.nn.Module:
-    """Wait for every rank before any leaves: rank 0 hosts the process group's store, and a rank that
-    exits first can leave the others hanging in their last collective."""
+def fit(
+    task: Task,
+    config: ModelConfig,
+    run_dir: Path,
+    options: TrainOptions,
+    cluster: Cluster,
+    pools: tuple[np.ndarray, np.ndarray],
+    resumed: dict[str, Any] | None,
+) -> torch.nn.Module:
+    """Train a task to the end (continuing a resumed run), then wait for every rank before any leaves:
+    rank 0 hosts the process group's store, and a rank that exits first can leave the others hanging."""
+    trainer = Trainer(task, config, run_dir, options, cluster, pools)
+    if resumed is not None:
+        trainer.resume()
+    model = trainer.fit()
     barrier(cluster)
     return model
 
@@ -261,10 +274,7 @@ def train_vqvae(
                 options,
             )
         barrier(cluster)
-        trainer = Trainer(task, config, run_dir, options, cluster, pools)
-        if resumed is not None:
-            trainer.resume()
-        return finish(trainer.fit(), cluster)
+        return fit(task, config, run_dir, options, cluster, pools, resumed)
     finally:
         stop_cluster(cluster)
 
@@ -342,9 +352,6 @@ def train_prior(
         barrier(cluster)
         torch.manual_seed(options.seed)
         task = PriorTask(config, np.load(run_dir / CODES_FILE), cache.positions)
-        trainer = Trainer(task, config, run_dir, options, cluster, pools)
-        if resumed is not None:
-            trainer.resume()
-        return finish(trainer.fit(), cluster)
+        return fit(task, config, run_dir, options, cluster, pools, resumed)
     finally:
         stop_cluster(cluster)
