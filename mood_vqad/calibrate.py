@@ -74,7 +74,7 @@ def calibrate(
     detector = Detector(config, vqvae, prior, target)
     settings = detector.settings(batch_size=batch_size, seed=seed)
     nll = {
-        case: detector.code_nll(volume, settings).cpu()
+        case: detector.code_nll(detector.encode(volume, settings), settings).cpu()
         for case, volume in read_volumes(list_cases(Path(holdout_dir)), "nll", progress)
     }
     pooled = torch.cat([n.flatten() for n in nll.values()]).numpy() if nll else np.zeros(0)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mood_vqad import __version__
-from mood_vqad.config import REGIONS, TrainOptions
+from mood_vqad.config import METHODS, REGIONS, TrainOptions
 
 log = logging.getLogger("mood_vqad")
 
@@ -37,6 +37,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="one sub-folder per region (default: $MOOD_VQAD_WEIGHTS, else the repository's weights/)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=METHODS[0],
+        help="vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction error",
+    )
     p.add_argument("--restorations", type=int, default=None, help="restorations per slice (config default)")
     p.add_argument("--slice-stride", type=int, default=None, help="score every S-th slice (config default)")
     p.add_argument("--masking", choices=["dynamic", "static"], default=None, help="restoration rule (config)")
@@ -59,6 +65,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     options = PredictOptions(
         region=args.region,
         device=args.device,
+        method=args.method,
         restorations=args.restorations,
         slice_stride=args.slice_stride,
         masking=args.masking,

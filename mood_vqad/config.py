@@ -103,6 +103,8 @@ ABDOM = RegionConfig(
 )
 REGION_DEFAULTS = {"brain": BRAIN, "abdom": ABDOM}
 REGIONS = tuple(REGION_DEFAULTS)
+# vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction, no prior (a floor).
+METHODS = ("vqvae-restoration", "vqvae-rec")
 # The abdomen's 160 x 160 slices go through one more stride-2 stage, to a 10 x 10 code grid.
 ABDOM_VQVAE = VQVAEConfig(channels=(16, 32, 64, 128, 256))
 ABDOM_PRIOR = PriorConfig(grid=(10, 10))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mood_vqad.config import ModelConfig
+from mood_vqad.config import METHODS, ModelConfig
 from mood_vqad.preprocess import (
     extract_slices,
     foreground_mask,
@@ -19,8 +19,9 @@ from mood_vqad.preprocess import (
     slices_to_volume,
 )
 from mood_vqad.prior import PixelSNAIL
-from mood_vqad.restore import RestoreRule, batched_nll, restore
-from mood_vqad.scores import post_filter, residual_map, sample_score, squash
+from mood_vqad.restore import RestoreRule, batched_nll, restore, restore_naive
+from mood_vqad.scores import map_sample_score, post_filter, residual_map, sample_score, squash
+from mood_vqad.timing import StageTimer
 from mood_vqad.vqvae import VQVAE
 from mood_vqad.weights import load_weights
 
@@ -35,6 +36,12 @@ class Settings:
     batch_size: int = 256
     seed: int = 0
     progress: bool = False
+    method: str = "vqvae-restoration"
+    reference: bool = False  # restore with the naive loop (benchmarks and tests compare it with ours)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
 
 
 @dataclass
@@ -56,6 +63,7 @@ class Detector:
         self.vqvae = vqvae.to(device).eval()
         self.prior = prior.to(device).eval()
         self.device = device
+        self.timer = StageTimer()
 
     @classmethod
     def load(cls, directory: Path, device: torch.device) -> Detector:
@@ -88,61 +96,86 @@ class Detector:
     @torch.no_grad()
     def encode(self, volume: np.ndarray, settings: Settings) -> Encoded:
         """Normalise, pick and resize slices, and encode them to code grids."""
-        indices = slice_indices(volume, self.region, settings.slice_stride)
-        slices = extract_slices(normalise(volume, self.region), self.region, indices).to(self.device)
-        position = slice_positions(indices, volume.shape[self.region.slice_axis]).to(self.device)
-        b = settings.batch_size
-        codes = [self.vqvae.encode(slices[s : s + b], position[s : s + b]) for s in range(0, len(slices), b)]
-        empty = torch.zeros(0, *self.config.prior.grid, dtype=torch.long, device=self.device)
-        return Encoded(indices, position, slices, torch.cat(codes) if codes else empty)
+        with self.timer("encode"):
+            indices = slice_indices(volume, self.region, settings.slice_stride)
+            slices = extract_slices(normalise(volume, self.region), self.region, indices).to(self.device)
+            position = slice_positions(indices, volume.shape[self.region.slice_axis]).to(self.device)
+            b = settings.batch_size
+            chunks = range(0, len(slices), b)
+            codes = [self.vqvae.encode(slices[s : s + b], position[s : s + b]) for s in chunks]
+            empty = torch.zeros(0, *self.config.prior.grid, dtype=torch.long, device=self.device)
+            return Encoded(indices, position, slices, torch.cat(codes) if codes else empty)
 
-    def code_nll(self, volume: np.ndarray, settings: Settings) -> torch.Tensor:
-        """Teacher-forced per-code NLL of the volume's scored slices: (S, h, w); S = 0 without foreground."""
-        encoded = self.encode(volume, settings)
+    def code_nll(self, encoded: Encoded, settings: Settings) -> torch.Tensor:
+        """Teacher-forced per-code NLL of the encoded slices: (S, h, w); S = 0 without foreground."""
         if len(encoded.indices) == 0:
             return encoded.codes.float()
-        return batched_nll(self.prior, encoded.codes, encoded.position, settings.batch_size)
+        with self.timer("likelihood"):
+            return batched_nll(self.prior, encoded.codes, encoded.position, settings.batch_size)
 
     def sample_score(self, volume: np.ndarray, settings: Settings) -> float:
-        """The sample task's score in [0, 1): thresholded NLL sum of the volume's codes, squashed."""
-        nll = self.code_nll(volume, settings)
+        """The sample task's score in [0, 1): thresholded NLL sum of the volume's codes, squashed.
+
+        vqvae-rec has no likelihood: its score is a high percentile of its pixel map.
+        """
+        if settings.method == "vqvae-rec":
+            return map_sample_score(self.pixel_scores(volume, settings))
+        nll = self.code_nll(self.encode(volume, settings), settings)
         raw = sample_score(nll, self.region.sample_threshold, settings.slice_stride)
         return float(squash(raw, self.region.sample_scale))
 
     @torch.no_grad()
-    def residuals(self, encoded: Encoded, settings: Settings) -> torch.Tensor:
-        """Weighted mean distance between each slice and its restorations: (S, size, size)."""
+    def restorations(self, encoded: Encoded, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+        """Restored code grids (S*N, h, w), the N restorations of a slice adjacent, and their positions."""
+        if settings.method == "vqvae-rec":
+            return encoded.codes, encoded.position
         n, b = settings.restorations, settings.batch_size
-        codes = encoded.codes.repeat_interleave(n, dim=0)  # (S*N, h, w), restorations of a slice adjacent
+        codes = encoded.codes.repeat_interleave(n, dim=0)  # (S*N, h, w)
         position = encoded.position.repeat_interleave(n)
         generator = torch.Generator().manual_seed(settings.seed)
         uniform = torch.rand(codes.shape[0], codes[0].numel(), generator=generator).to(self.device)
-        restored = restore(self.prior, codes, position, settings.rule, uniform, b, settings.progress)
+        if settings.reference:
+            with self.timer("restoration"):
+                return restore_naive(self.prior, codes, position, settings.rule, uniform, b), position
+        nll = self.code_nll(encoded, settings).repeat_interleave(n, dim=0)  # once per slice, not per copy
+        with self.timer("restoration"):
+            restored = restore(self.prior, codes, position, settings.rule, uniform, b, settings.progress, nll)
+        return restored, position
+
+    @torch.no_grad()
+    def residuals(self, encoded: Encoded, settings: Settings) -> torch.Tensor:
+        """Weighted mean distance between each slice and its restorations: (S, size, size)."""
+        restored, position = self.restorations(encoded, settings)
+        n, b = len(restored) // len(encoded.indices), settings.batch_size
         out = []
         per_chunk = max(1, b // n)  # slices whose N restorations are decoded in one batch
-        for s in range(0, len(encoded.indices), per_chunk):
-            maps = restored[s * n : (s + per_chunk) * n]
-            decoded = self.vqvae.decode(maps, position[s * n : (s + per_chunk) * n])  # (s*N, 1, size, size)
-            x = encoded.slices[s : s + per_chunk]
-            out.append(
-                residual_map(x, decoded.view(len(x), n, *decoded.shape[1:]), self.region.weight_temperature)
-            )
-        return torch.cat(out)
+        with self.timer("decode"):
+            for s in range(0, len(encoded.indices), per_chunk):
+                rows = slice(s * n, (s + per_chunk) * n)
+                decoded = self.vqvae.decode(restored[rows], position[rows])  # (s*N, 1, size, size)
+                x = encoded.slices[s : s + per_chunk]
+                restored_x = decoded.view(len(x), n, *decoded.shape[1:])  # (s, N, 1, size, size)
+                out.append(residual_map(x, restored_x, self.region.weight_temperature))
+            return torch.cat(out)
 
     def filtered_residuals(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
         """The pixel map before squashing: filtered restoration residuals at the volume's shape."""
         encoded = self.encode(volume, settings)
         if len(encoded.indices) == 0:
             return np.zeros(volume.shape, dtype=np.float32)
-        n_slices = volume.shape[self.region.slice_axis]
-        stack = interpolate_slices(self.residuals(encoded, settings), encoded.indices, n_slices)
-        stack = post_filter(stack.float().cpu().numpy(), self.region.min_filter, self.region.mean_filter)
-        return slices_to_volume(stack, volume.shape, self.region)
+        residuals = self.residuals(encoded, settings)
+        with self.timer("post-filter"):
+            n_slices = volume.shape[self.region.slice_axis]
+            stack = interpolate_slices(residuals, encoded.indices, n_slices)
+            stack = post_filter(stack.float().cpu().numpy(), self.region.min_filter, self.region.mean_filter)
+            return slices_to_volume(stack, volume.shape, self.region)
 
     def pixel_scores(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
         """The pixel task's map in [0, 1) with the volume's exact shape."""
-        scores = squash(self.filtered_residuals(volume, settings), self.region.pixel_scale)
-        mask = foreground_mask(volume, self.region)
-        if mask is not None:
-            scores *= mask
-        return scores.astype(np.float32)
+        residuals = self.filtered_residuals(volume, settings)
+        with self.timer("post-filter"):
+            scores = squash(residuals, self.region.pixel_scale)
+            mask = foreground_mask(volume, self.region)
+            if mask is not None:
+                scores *= mask
+            return scores.astype(np.float32)

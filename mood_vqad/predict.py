@@ -32,6 +32,7 @@ class PredictOptions:
 
     region: str = "auto"
     device: str = "auto"
+    method: str = "vqvae-restoration"
     restorations: int | None = None
     slice_stride: int | None = None
     masking: str | None = None
@@ -106,6 +107,7 @@ def predict_case(
         batch_size=options.batch_size,
         seed=options.seed,
         progress=options.progress,
+        method=options.method,
     )
     target = output_path(output_dir, case, task)
     if task == "sample":

@@ -117,17 +117,21 @@ def restore(
     uniform: torch.Tensor,
     batch_size: int = 256,
     progress: bool = False,
+    nll: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Restoration equal to `restore_naive`, running the prior only where the result can change.
 
     A map whose codes before position p are all unchanged ("clean") has the input's NLL there, so the
     first parallel pass decides for it; only maps due a draw or already changed ("dirty") are run, and only
     on rows 0..i (0..i+1 when the dynamic neighbour rule must see the next row).
-    Arguments and result as in `restore_naive`.
+    Arguments and result as in `restore_naive`; `nll`, the codes' teacher-forced NLL (M, H, W), is computed
+    when not given (callers that restore one map several times compute it once per map).
     """
     codes = codes.clone()
     m, h, w = codes.shape
-    initial = resample_mask(batched_nll(prior, codes, position, batch_size), rule)  # (M, H, W)
+    if nll is None:
+        nll = batched_nll(prior, codes, position, batch_size)
+    initial = resample_mask(nll, rule)  # (M, H, W)
     dynamic = rule.masking == "dynamic"
     look_ahead = 1 if dynamic and rule.neighbour else 0
     dirty = torch.zeros(m, dtype=torch.bool, device=codes.device)

@@ -21,6 +21,11 @@ def sample_score(nll: torch.Tensor, threshold: float, slice_stride: int) -> floa
     return float((nll * (nll > threshold)).sum()) * slice_stride
 
 
+def map_sample_score(scores: np.ndarray, percentile: float = 99.9) -> float:
+    """A sample score from a pixel map in [0, 1]: its high percentile, so a small bright region counts."""
+    return float(np.percentile(scores, percentile))
+
+
 def restoration_weights(x: torch.Tensor, restored: torch.Tensor, temperature: float | None) -> torch.Tensor:
     """Weights over restorations: softmax_j(temperature / mean|x - r_j|), or uniform when None.
 

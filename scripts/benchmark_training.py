@@ -9,6 +9,7 @@ backward, Adam) on random slices and codes held in memory, and prints a Markdown
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from mood_vqad.augment import AugmentConfig
-from mood_vqad.config import REGIONS, TrainOptions, model_defaults
+from mood_vqad.config import REGIONS, TrainOptions, model_defaults, with_overrides
 from mood_vqad.loop import Trainer, start_cluster
 from mood_vqad.prepare import SliceCache
 from mood_vqad.train import PriorTask, VQVAETask
@@ -49,10 +50,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto")
+    parser.add_argument("--config", default=None, help="JSON file overriding the region's model sizes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
 
-    config = model_defaults(args.region)
+    overrides = json.loads(Path(args.config).read_text()) if args.config else {}
+    config = with_overrides(model_defaults(args.region), overrides)
     options = TrainOptions(batch_size=args.batch_size, device=args.device, amp=args.amp, progress=False)
     cluster = start_cluster(args.device)
     n = args.batch_size * (args.steps + args.warmup)
@@ -72,7 +75,8 @@ def main() -> None:
             params = sum(p.numel() for p in task.model.parameters()) / 1e6
             rows.append((task.kind, params, speed))
     threads = torch.get_num_threads()
-    print(f"device {cluster.device}, {threads} threads, amp {trainer.amp}, {args.region} defaults")
+    sizes = args.config or "default sizes"
+    print(f"device {cluster.device}, {threads} threads, amp {trainer.amp}, {args.region}, {sizes}")
     print("| model | parameters (M) | batch | steps/s | s/step | examples/s |")
     print("|---|---|---|---|---|---|")
     for kind, params, speed in rows:

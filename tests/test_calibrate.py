@@ -33,7 +33,8 @@ def test_weights_folder_is_calibrated_in_place(weights_dir, holdout, tmp_path):
     detector = Detector(config, vqvae, prior, "cpu")
     settings = detector.settings(seed=0)
     volumes = [load_volume(holdout / name)[0] for name in report["volumes"]]
-    nll = np.concatenate([detector.code_nll(v, settings).flatten().numpy() for v in volumes])
+    nll = [detector.code_nll(detector.encode(v, settings), settings).flatten().numpy() for v in volumes]
+    nll = np.concatenate(nll)
     assert np.mean(nll > region.sample_threshold) == pytest.approx(0.02, abs=0.01)
     assert np.mean(nll > region.restore_threshold) == pytest.approx(0.10, abs=0.02)
     scores = sorted(detector.sample_score(v, settings) for v in volumes)

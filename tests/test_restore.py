@@ -75,6 +75,27 @@ def test_restoration_below_threshold_equals_plain_reconstruction(masking):
     with torch.no_grad():
         recon = detector.vqvae.decode(encoded.codes, encoded.position)
     torch.testing.assert_close(residual, (recon - encoded.slices).abs()[:, 0])
+    floor = detector.settings(method="vqvae-rec")
+    torch.testing.assert_close(detector.residuals(encoded, floor), residual)
+    assert 0.0 <= detector.sample_score(volume, floor) < 1.0
+
+
+@pytest.mark.parametrize("masking", ["dynamic", "static"])
+def test_detector_restores_exactly_as_the_naive_loop(masking):
+    config = tiny_config(BRAIN, restore_threshold=3.0, masking=masking)
+    detector = Detector(config, *tiny_models(config), torch.device("cpu"))
+    encoded = detector.encode(phantom((32, 32, 32)), detector.settings(slice_stride=4))
+    fast, _ = detector.restorations(encoded, detector.settings(restorations=3))
+    naive, _ = detector.restorations(encoded, detector.settings(restorations=3, reference=True))
+    assert not torch.equal(fast, encoded.codes.repeat_interleave(3, dim=0))  # some codes were resampled
+    assert torch.equal(fast, naive)
+
+
+def test_unknown_method_is_refused():
+    config = tiny_config(BRAIN)
+    detector = Detector(config, *tiny_models(config), torch.device("cpu"))
+    with pytest.raises(ValueError, match="vqvae-rec"):
+        detector.settings(method="vae")
 
 
 def test_neighbour_rule_needs_a_later_unlikely_neighbour():
