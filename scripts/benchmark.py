@@ -99,19 +99,21 @@ def row(region: str, task: str, variant: str, r: dict) -> str:
     mean_maps = r["maps"] / r["passes"] if r["passes"] else 0
     gpu = f"{r['gpu_gb']:.2f}" if r["gpu_gb"] is not None else "-"
     return (
-        f"| {region} | {task} | {variant} | {stages} | {sum(s.values()):.1f} | {r['passes']} | {mean_maps:.1f} "
-        f"| {r['map_rows']} | {r['rss_gb']:.2f} | {gpu} |"
+        f"| {region} | {task} | {variant} | {stages} | {sum(s.values()):.1f} | {r['passes']} "
+        f"| {mean_maps:.1f} | {r['map_rows']} | {r['rss_gb']:.2f} | {gpu} |"
     )
 
 
 def main() -> None:
     """Parse arguments, run every configuration, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--regions", nargs="+", default=["brain", "abdom"])
     parser.add_argument("--tasks", nargs="+", default=["sample", "pixel"])
     parser.add_argument("--weights", type=Path, default=None, help="default: the shipped weights/")
-    parser.add_argument("--volume", type=Path, default=None, help="one volume for every region (default: fetched)")
+    parser.add_argument("--volume", type=Path, default=None, help="one volume for all regions (default: fetched)")
     parser.add_argument("--data", type=Path, default=None, help="fetched cubes (default: the cache's data/)")
     parser.add_argument("--slice-stride", type=int, default=None, help="default: the region config's")
     parser.add_argument("--restorations", type=int, default=None, help="default: the region config's")
