@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--regions", nargs="+", default=["brain", "abdom"])
     parser.add_argument("--tasks", nargs="+", default=["sample", "pixel"])
     parser.add_argument("--weights", type=Path, default=None, help="default: the shipped weights/")
-    parser.add_argument("--volume", type=Path, default=None, help="one volume for all regions (default: fetched)")
+    parser.add_argument("--volume", type=Path, default=None, help="one volume (default: fetched)")
     parser.add_argument("--data", type=Path, default=None, help="fetched cubes (default: the cache's data/)")
     parser.add_argument("--slice-stride", type=int, default=None, help="default: the region config's")
     parser.add_argument("--restorations", type=int, default=None, help="default: the region config's")
