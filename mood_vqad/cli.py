@@ -212,13 +212,17 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="a prior run folder (calibrated)")
     p.add_argument("weights_dir", help="weights folder; the region's sub-folder is (over)written")
     p.add_argument("--half", action="store_true", help="store weights in fp16 (the codebook stays fp32)")
+    p.add_argument(
+        "--notes", default=None, help="Markdown file appended to the model card (data caveats, results)"
+    )
     p.set_defaults(func=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from mood_vqad.export import export
 
-    print(export(args.run_dir, args.weights_dir, half=args.half))
+    notes = Path(args.notes).read_text() if args.notes else ""
+    print(export(args.run_dir, args.weights_dir, half=args.half, notes=notes))
     return 0
 
 

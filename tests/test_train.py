@@ -52,12 +52,13 @@ def pipeline(tmp_path_factory) -> dict:
         "vqvae": ("train", "vqvae", root / "cache", root / "vqvae", *common, *cli_flags(VQVAE_FLAGS)),
         "prior": ("train", "prior", root / "cache", root / "prior", "--vqvae", root / "vqvae", *common),
         "calibrate": ("calibrate", root / "prior", root / "holdout", "--device", "cpu"),
-        "export": ("export", root / "prior", root / "weights"),
+        "export": ("export", root / "prior", root / "weights", "--notes", root / "notes.md"),
         "sample": ("predict", "sample", root / "holdout", root / "sample", "--weights", root / "weights"),
         "pixel": ("predict", "pixel", root / "holdout", root / "pixel", "--weights", root / "weights"),
     }
     (root / "sample").mkdir()
     (root / "pixel").mkdir()
+    (root / "notes.md").write_text("Phantoms, not anatomy.\n")
     results = {}
     with pytest.MonkeyPatch.context() as patch:
         # One thread per process: tiny models gain nothing from more, and spinning threads on a busy
@@ -112,6 +113,8 @@ def test_export_writes_the_predictors_folder_and_a_model_card(pipeline):
     card = (folder / "MODEL_CARD.md").read_text()
     assert "v0.nii.gz" in card and f"{STEPS} steps" in card and "sample_threshold" in card
     assert "mood-vqad train prior" in card
+    assert "adds no new subjects" in card and "elastic_prob" in card
+    assert card.rstrip().endswith("## Notes\n\nPhantoms, not anatomy.")
 
 
 def test_predict_with_exported_weights(pipeline):
