@@ -146,6 +146,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=_run_train)
     q = models.add_parser("prior", parents=[common], formatter_class=fmt, help="prior on the VQ-VAE's codes")
     q.add_argument("--vqvae", default=None, help="the VQ-VAE's run folder (not needed with --resume)")
+    q.add_argument(
+        "--augment-codes",
+        action="store_true",
+        help="learn codes of augmented slices, encoded every step (few subjects: against memorising them)",
+    )
     q.set_defaults(func=_run_train)
 
 
@@ -160,7 +165,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.model == "vqvae":
         train_vqvae(args.cache_dir, args.run_dir, options, overrides)
     else:
-        train_prior(args.cache_dir, args.run_dir, args.vqvae, options, overrides)
+        train_prior(args.cache_dir, args.run_dir, args.vqvae, options, overrides, args.augment_codes)
     return 0
 
 

@@ -91,8 +91,9 @@ def model_card(run_dir: Path, config: ModelConfig, half: bool, notes: str = "") 
         "## Training",
         "",
         f"- VQ-VAE: {vqvae_info['step']} steps; {_losses(vqvae_info['final'])}; run `{vqvae_info['path']}`",
-        f"- Prior: {prior_step} steps; {_losses(final_losses(run_dir))}",
-        f"- VQ-VAE augmentation (the prior learns the un-augmented slices' codes):"
+        f"- Prior: {prior_step} steps; {_losses(final_losses(run_dir))};"
+        f" {'codes of augmented slices' if run.get('augment') else 'codes of the un-augmented slices'}",
+        f"- VQ-VAE augmentation:"
         f" {_augmentation(Path(vqvae_info['path']))}. Augmentation transforms the same volumes:"
         " it adds no new subjects.",
         "",

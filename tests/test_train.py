@@ -166,6 +166,25 @@ def test_resume_matches_an_uninterrupted_run(pipeline, tmp_path, model, one_thre
     ]
 
 
+def test_prior_on_augmented_codes_records_its_choice_and_resumes_exactly(pipeline, tmp_path, one_thread):
+    root = pipeline["root"]
+
+    def train(run, steps: int, resume: bool) -> dict:
+        options = TrainOptions(steps=steps, resume=resume, progress=False, device="cpu", **FLAGS)
+        overrides = None if resume else pipeline["config"]
+        train_prior(root / "cache", run, root / "vqvae", options, overrides, augment_codes=True)
+        return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+    train(tmp_path / "a", STEPS // 2, resume=False)
+    resumed = train(tmp_path / "a", STEPS, resume=True)
+    whole = train(tmp_path / "b", STEPS, resume=False)
+    assert all(torch.equal(resumed[name], value) for name, value in whole.items())
+    plain = torch.load(root / "prior" / "checkpoint.pt", weights_only=True)["model"]
+    assert not all(torch.equal(plain[name], value) for name, value in whole.items())
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["augment"]["elastic_prob"] == 0.5
+    assert json.loads((root / "prior" / "run.json").read_text())["augment"] is None
+
+
 def test_an_existing_run_is_not_overwritten_without_resume(pipeline):
     result = run_cli("train", "vqvae", pipeline["root"] / "cache", pipeline["root"] / "vqvae", "--steps", "1")
     assert result.returncode == 1
