@@ -34,21 +34,21 @@ def _losses(final: dict[str, dict[str, Any]]) -> str:
     return ", ".join(parts) or "not logged"
 
 
-def _retrain_commands(run: dict[str, Any], config: ModelConfig) -> str:
-    """The commands that rebuild these weights, with the options the runs used."""
+def _retrain_commands(run: dict[str, Any], config: ModelConfig, prior_step: int) -> str:
+    """The commands that rebuild these weights: the runs' options, with the steps they really took."""
 
-    def flags(options: dict[str, Any]) -> str:
-        keys = ("steps", "batch_size", "lr", "seed", "val_fraction")
-        return " ".join(f"--{k.replace('_', '-')} {options[k]}" for k in keys)
+    def flags(options: dict[str, Any], step: int) -> str:
+        keys = ("batch_size", "lr", "seed", "val_fraction")
+        return f"--steps {step} " + " ".join(f"--{k.replace('_', '-')} {options[k]}" for k in keys)
 
     region = config.region.name
     return "\n".join(
         [
             f"mood-vqad prepare DATA_DIR CACHE_DIR --region {region} --config CONFIG.json",
             f"mood-vqad train vqvae CACHE_DIR VQVAE_RUN --config CONFIG.json "
-            f"{flags(run['vqvae_run']['options'])}",
+            f"{flags(run['vqvae_run']['options'], run['vqvae_run']['step'])}",
             f"mood-vqad train prior CACHE_DIR PRIOR_RUN --vqvae VQVAE_RUN --config CONFIG.json "
-            f"{flags(run['options'])}",
+            f"{flags(run['options'], prior_step)}{' --augment-codes' if run.get('augment') else ''}",
             "mood-vqad calibrate PRIOR_RUN HOLDOUT_DIR",
             "mood-vqad export PRIOR_RUN WEIGHTS_DIR",
         ]
@@ -117,7 +117,7 @@ def model_card(run_dir: Path, config: ModelConfig, half: bool, notes: str = "") 
         "CONFIG.json: this folder's config.json (model sizes and region settings).",
         "",
         "```",
-        _retrain_commands(run, config),
+        _retrain_commands(run, config, prior_step),
         "```",
         "",
     ]
