@@ -115,7 +115,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     common.add_argument("cache_dir", help="slice cache written by `prepare`")
     common.add_argument("run_dir", help="folder for config, checkpoint, log and curves")
     common.add_argument(
-        "--config", default=None, help="JSON file: its vqvae / prior / augment sections override the defaults"
+        "--config",
+        default=None,
+        help="JSON file: its vqvae / prior / augment (vae: vae / augment) sections override the defaults",
     )
     common.add_argument(
         "--steps", type=int, default=d.steps, help="optimizer steps in all (also when resuming)"
@@ -147,10 +149,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     q = models.add_parser("prior", parents=[common], formatter_class=fmt, help="prior on the VQ-VAE's codes")
     q.add_argument("--vqvae", default=None, help="the VQ-VAE's run folder (not needed with --resume)")
     q.set_defaults(func=_run_train)
+    b = models.add_parser(
+        "vae", parents=[common], formatter_class=fmt, help="(beta-)VAE baseline on augmented slices"
+    )
+    b.add_argument(
+        "--beta", type=float, default=None, help="KL weight (None: the config's vae.beta, 1 = plain VAE)"
+    )
+    b.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from mood_vqad.train import train_prior, train_vqvae
+    from mood_vqad.train import train_prior, train_vae, train_vqvae
 
     fields = TrainOptions.__dataclass_fields__
     options = TrainOptions(
@@ -159,6 +168,8 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides = _read_overrides(args.config)
     if args.model == "vqvae":
         train_vqvae(args.cache_dir, args.run_dir, options, overrides)
+    elif args.model == "vae":
+        train_vae(args.cache_dir, args.run_dir, options, overrides, beta=args.beta)
     else:
         train_prior(args.cache_dir, args.run_dir, args.vqvae, options, overrides)
     return 0
