@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mood_vqad import __version__
-from mood_vqad.config import METHODS, REGIONS, TrainOptions
+from mood_vqad.config import METHODS, REGIONS, VAE_PREDICTORS, TrainOptions
 
 log = logging.getLogger("mood_vqad")
 
@@ -41,7 +41,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--method",
         choices=METHODS,
         default=METHODS[0],
-        help="vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction error",
+        help="vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction error; "
+        "vae-*: the VAE baselines of WEIGHTS/<region>-vae (README, Baselines)",
     )
     p.add_argument("--restorations", type=int, default=None, help="restorations per slice (config default)")
     p.add_argument("--slice-stride", type=int, default=None, help="score every S-th slice (config default)")
@@ -55,7 +56,27 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="maps per prior / decoder batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--continue", dest="skip_existing", action="store_true", help="skip cases already written")
+    _add_vae_options(p)
     p.set_defaults(func=_run_predict)
+
+
+def _add_vae_options(p: argparse.ArgumentParser) -> None:
+    """The VAE baselines' options of `predict` and `calibrate`."""
+    from mood_vqad.baselines import DEFAULT_MEMBERS
+    from mood_vqad.vae_maps import ENERGY_ALPHA, ENERGY_LAMBDA, ENERGY_STEPS
+
+    p.add_argument("--energy-steps", type=int, default=ENERGY_STEPS, help="vae-energy: projection steps")
+    p.add_argument("--energy-alpha", type=float, default=ENERGY_ALPHA, help="vae-energy: step size")
+    p.add_argument(
+        "--energy-lambda", type=float, default=ENERGY_LAMBDA, help="vae-energy: weight of ||x - x0||_1"
+    )
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        choices=VAE_PREDICTORS,
+        default=list(DEFAULT_MEMBERS),
+        help="vae-ensemble: the predictors whose normalised maps are averaged",
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -74,6 +95,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         seed=args.seed,
         skip_existing=args.skip_existing,
         progress=not args.no_progress,
+        energy_steps=args.energy_steps,
+        energy_alpha=args.energy_alpha,
+        energy_lambda=args.energy_lambda,
+        members=tuple(args.ensemble),
     )
     weights = args.weights if args.weights is not None else default_weights_dir()
     failed = predict_folder(args.task, args.input_dir, args.output_dir, weights, options)
@@ -181,7 +206,11 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         help="set thresholds and score scales from held-out normal volumes",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("source", metavar="WEIGHTS_OR_RUN_DIR", help="a region's weights folder or a prior run")
+    p.add_argument(
+        "source",
+        metavar="WEIGHTS_OR_RUN_DIR",
+        help="a region's weights folder or a prior run; a VAE run or WEIGHTS/<region>-vae: the VAE's scales",
+    )
     p.add_argument("holdout_dir", help="folder of normal .nii.gz volumes not used for training")
     p.add_argument("--sample-percentile", type=float, default=98.0, help="of per-code NLL: sample_threshold")
     p.add_argument(
@@ -193,11 +222,26 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: GPU if visible")
     p.add_argument("--batch-size", type=int, default=256, help="maps per prior / decoder batch")
     p.add_argument("--seed", type=int, default=0, help="restoration draws and voxel sampling")
+    _add_vae_options(p)
     p.set_defaults(func=_run_calibrate)
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from mood_vqad.calibrate import calibrate
+    from mood_vqad.calibrate import calibrate, calibrate_vae_source, is_vae_source
+
+    if is_vae_source(args.source):
+        report = calibrate_vae_source(
+            args.source,
+            args.holdout_dir,
+            args.pixel_percentile,
+            device=args.device,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            energy=(args.energy_steps, args.energy_alpha, args.energy_lambda),
+            progress=not args.no_progress,
+        )
+        print(json.dumps(report["values"], indent=2))
+        return 0
 
     report = calibrate(
         args.source,
@@ -217,10 +261,10 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="write a prior run's models as WEIGHTS_DIR/<region>/ for `predict`",
+        help="write a prior run's models as WEIGHTS_DIR/<region>/ (a VAE run's: <region>-vae/) for `predict`",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("run_dir", help="a prior run folder (calibrated)")
+    p.add_argument("run_dir", help="a prior or VAE run folder (calibrated)")
     p.add_argument("weights_dir", help="weights folder; the region's sub-folder is (over)written")
     p.add_argument("--half", action="store_true", help="store weights in fp16 (the codebook stays fp32)")
     p.set_defaults(func=_run_export)
