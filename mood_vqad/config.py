@@ -218,9 +218,10 @@ def with_overrides(config: ModelConfig, values: dict[str, Any]) -> ModelConfig:
     """Replace some fields: values maps "region" / "vqvae" / "prior" to {field: value}; "format" is ignored.
 
     Accepts a partial file as well as a whole `to_dict` output; unknown sections or fields raise ValueError.
+    A shared file's VAE sections ("vae", "scales") are skipped.
     """
     sections = {"region": RegionConfig, "vqvae": VQVAEConfig, "prior": PriorConfig}
-    unknown = set(values) - set(sections) - {"format"}
+    unknown = set(values) - set(sections) - {"format", "vae", "scales"}
     if unknown:
         raise ValueError(f"unknown config sections: {sorted(unknown)}")
     changed = {

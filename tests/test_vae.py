@@ -83,7 +83,7 @@ def test_energy_projection_lowers_the_energy_at_every_step():
 
 
 def test_energy_projection_recomputes_the_gradient_every_step():
-    """Two steps of size a differ from one step of size 2a: the second step uses the moved input's gradient."""
+    """Two steps of size a differ from one of size 2a: the second uses the moved input's gradient."""
     model = tiny_vae().double()
     x0 = torch.randn(2, 1, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     position = torch.zeros(2, dtype=torch.float64)
