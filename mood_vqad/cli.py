@@ -60,8 +60,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_predict)
 
 
-def _add_vae_options(p: argparse.ArgumentParser) -> None:
-    """The VAE baselines' options of `predict` and `calibrate`."""
+def _add_vae_options(p: argparse.ArgumentParser, ensemble: bool = True) -> None:
+    """The VAE baselines' options of `predict` (all) and `calibrate` (the energy projection's)."""
     from mood_vqad.baselines import DEFAULT_MEMBERS
     from mood_vqad.vae_maps import ENERGY_ALPHA, ENERGY_LAMBDA, ENERGY_STEPS
 
@@ -70,6 +70,8 @@ def _add_vae_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--energy-lambda", type=float, default=ENERGY_LAMBDA, help="vae-energy: weight of ||x - x0||_1"
     )
+    if not ensemble:
+        return
     p.add_argument(
         "--ensemble",
         nargs="+",
@@ -222,7 +224,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: GPU if visible")
     p.add_argument("--batch-size", type=int, default=256, help="maps per prior / decoder batch")
     p.add_argument("--seed", type=int, default=0, help="restoration draws and voxel sampling")
-    _add_vae_options(p)
+    _add_vae_options(p, ensemble=False)
     p.set_defaults(func=_run_calibrate)
 
 
