@@ -175,6 +175,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=_run_train)
     q = models.add_parser("prior", parents=[common], formatter_class=fmt, help="prior on the VQ-VAE's codes")
     q.add_argument("--vqvae", default=None, help="the VQ-VAE's run folder (not needed with --resume)")
+    q.add_argument(
+        "--augment-codes",
+        action="store_true",
+        help="learn codes of augmented slices, encoded every step (few subjects: against memorising them)",
+    )
     q.set_defaults(func=_run_train)
     b = models.add_parser(
         "vae", parents=[common], formatter_class=fmt, help="(beta-)VAE baseline on augmented slices"
@@ -198,7 +203,7 @@ def _run_train(args: argparse.Namespace) -> int:
     elif args.model == "vae":
         train_vae(args.cache_dir, args.run_dir, options, overrides, beta=args.beta)
     else:
-        train_prior(args.cache_dir, args.run_dir, args.vqvae, options, overrides)
+        train_prior(args.cache_dir, args.run_dir, args.vqvae, options, overrides, args.augment_codes)
     return 0
 
 
@@ -269,13 +274,17 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="a prior or VAE run folder (calibrated)")
     p.add_argument("weights_dir", help="weights folder; the region's sub-folder is (over)written")
     p.add_argument("--half", action="store_true", help="store weights in fp16 (the codebook stays fp32)")
+    p.add_argument(
+        "--notes", default=None, help="Markdown file appended to the model card (data caveats, results)"
+    )
     p.set_defaults(func=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from mood_vqad.export import export
 
-    print(export(args.run_dir, args.weights_dir, half=args.half))
+    notes = Path(args.notes).read_text() if args.notes else ""
+    print(export(args.run_dir, args.weights_dir, half=args.half, notes=notes))
     return 0
 
 

@@ -58,8 +58,17 @@ def _retrain_commands(run: dict[str, Any], config: ModelConfig) -> str:
     )
 
 
-def model_card(run_dir: Path, config: ModelConfig, half: bool) -> str:
-    """A Markdown description of exported weights: data, training, calibration, and how to retrain."""
+def _augmentation(vqvae_run: Path) -> str:
+    """The VQ-VAE run's augmentation settings, one line (or why they are unknown)."""
+    path = vqvae_run / RUN_FILE
+    if not path.is_file():
+        return f"not recorded ({path} is gone)"
+    augment = read_json(path).get("augment", {})
+    return ", ".join(f"{k} {v}" for k, v in augment.items()) or "none"
+
+
+def model_card(run_dir: Path, config: ModelConfig, half: bool, notes: str = "") -> str:
+    """A Markdown description of exported weights: data, training, calibration, notes, how to retrain."""
     run = read_json(Path(run_dir) / RUN_FILE)
     data, vqvae_info = run["data"], run["vqvae_run"]
     prior_step = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE)["step"]
@@ -85,7 +94,11 @@ def model_card(run_dir: Path, config: ModelConfig, half: bool) -> str:
         "## Training",
         "",
         f"- VQ-VAE: {vqvae_info['step']} steps; {_losses(vqvae_info['final'])}; run `{vqvae_info['path']}`",
-        f"- Prior: {prior_step} steps; {_losses(final_losses(run_dir))}",
+        f"- Prior: {prior_step} steps; {_losses(final_losses(run_dir))};"
+        f" {'codes of augmented slices' if run.get('augment') else 'codes of the un-augmented slices'}",
+        f"- VQ-VAE augmentation:"
+        f" {_augmentation(Path(vqvae_info['path']))}. Augmentation transforms the same volumes:"
+        " it adds no new subjects.",
         "",
         "## Calibration",
         "",
@@ -111,10 +124,12 @@ def model_card(run_dir: Path, config: ModelConfig, half: bool) -> str:
         "```",
         "",
     ]
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
     return "\n".join(lines)
 
 
-def vae_model_card(run_dir: Path, config: VAEModelConfig, half: bool) -> str:
+def vae_model_card(run_dir: Path, config: VAEModelConfig, half: bool, notes: str = "") -> str:
     """A Markdown description of exported VAE weights: data, training, scales, and how to retrain."""
     run = read_json(Path(run_dir) / RUN_FILE)
     data, options = run["data"], run["options"]
@@ -154,34 +169,35 @@ def vae_model_card(run_dir: Path, config: VAEModelConfig, half: bool) -> str:
             "mood-vqad export VAE_RUN WEIGHTS_DIR",
             "```",
             "",
+            *(["## Notes", "", notes.strip(), ""] if notes else []),
         ]
     )
 
 
-def export_vae(run_dir: Path, weights_dir: Path, half: bool = False) -> Path:
+def export_vae(run_dir: Path, weights_dir: Path, half: bool = False, notes: str = "") -> Path:
     """Write WEIGHTS_DIR/<region>-vae/ (config, vae.pt, SHA256SUMS, model card); returns that folder."""
     config, vae = load_vae_run(run_dir)
     target = vae_weights_dir(weights_dir, config.region.name)
     if not config.scales.calibrated:
         log.warning("%s is not calibrated: exporting the default map scales", run_dir)
     save_vae_weights(target, config, vae, half=half)
-    (target / CARD_FILE).write_text(vae_model_card(Path(run_dir), config, half))
+    (target / CARD_FILE).write_text(vae_model_card(Path(run_dir), config, half, notes))
     log.info("exported %s VAE weights to %s", config.region.name, target)
     return target
 
 
-def export(run_dir: Path, weights_dir: Path, half: bool = False) -> Path:
-    """Write WEIGHTS_DIR/<region>/ (config, weights, SHA256SUMS, model card); returns that folder.
+def export(run_dir: Path, weights_dir: Path, half: bool = False, notes: str = "") -> Path:
+    """Write WEIGHTS_DIR/<region>/ (config, weights, SHA256SUMS, model card with `notes`); returns it.
 
     A VAE run goes to WEIGHTS_DIR/<region>-vae/ instead.
     """
     if run_kind(run_dir) == "vae":
-        return export_vae(run_dir, weights_dir, half)
+        return export_vae(run_dir, weights_dir, half, notes)
     config, vqvae, prior = load_run_models(run_dir)
     target = Path(weights_dir) / config.region.name
     if not (Path(run_dir) / CALIBRATION_FILE).is_file():
         log.warning("%s is not calibrated: exporting the config's default thresholds and scales", run_dir)
     save_weights(target, config, vqvae, prior, half=half)
-    (target / CARD_FILE).write_text(model_card(Path(run_dir), config, half))
+    (target / CARD_FILE).write_text(model_card(Path(run_dir), config, half, notes))
     log.info("exported %s weights to %s", config.region.name, target)
     return target

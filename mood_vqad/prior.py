@@ -183,4 +183,4 @@ class PixelSNAIL(nn.Module):
 
     def nll(self, codes: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """Per-code negative log-likelihood in nats, teacher-forced in one pass: (B, H, W)."""
-        return F.cross_entropy(self.forward(codes, position).float(), codes, reduction="none")
+        return F.cross_entropy(self(codes, position).float(), codes, reduction="none")

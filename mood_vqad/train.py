@@ -1,12 +1,12 @@
 """Training of the two models on a slice cache: the VQ-VAE on augmented slices, then the prior on codes.
 
-The VAE baseline (`train vae`) trains like the VQ-VAE: same cache, augmentation, loop and run folder.
+By default the prior learns the codes of the un-augmented cached slices, encoded once by the trained
+VQ-VAE: those are the codes the predictor feeds it, and augmenting spreads the prior's mass over the codes
+of deformed anatomy, raising the likelihood of abnormal-looking codes. With few training subjects,
+though, the prior memorises their code grids (conditioned on slice position) and finds every new subject
+unlikely; `augment_codes` then encodes freshly augmented slices at every step instead.
 
-The prior learns the codes of the un-augmented cached slices, encoded once by the trained VQ-VAE. Those
-are the codes the predictor feeds it (it encodes un-augmented slices), and augmenting would spread the
-prior's mass over the codes of deformed anatomy, raising the likelihood of abnormal-looking codes and
-blunting both scores; dropout is the prior's regulariser. Encoding once also takes the VQ-VAE out of the
-prior's loop: its training data are small integer grids.
+The VAE baseline (`train vae`) trains like the VQ-VAE: same cache, augmentation, loop and run folder.
 """
 
 from __future__ import annotations
@@ -167,6 +167,33 @@ class PriorTask:
     def usage(self, out: dict[str, torch.Tensor], cluster: Cluster) -> dict[str, float]:
         """No extra values for the prior."""
         return {}
+
+
+class AugmentedPriorTask(PriorTask):
+    """The prior on the codes of augmented slices, encoded at every step by the frozen VQ-VAE.
+
+    Validation encodes un-augmented slices, exactly the codes the predictor sees.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        cache: SliceCache,
+        vqvae: VQVAE,
+        augmentation: AugmentConfig,
+        device: torch.device,
+    ):
+        super().__init__(config, np.zeros(0, dtype=np.int16), cache.positions)
+        self.cache, self.augmentation = cache, augmentation
+        self.vqvae = vqvae.to(device).eval().requires_grad_(False)
+
+    load = VQVAETask.load
+
+    @torch.no_grad()
+    def inputs(self, batch: tuple[torch.Tensor, ...], train: bool) -> tuple[torch.Tensor, ...]:
+        """Code grids (B, h, w) of the slices, augmented when training, and their positions."""
+        slices, position = VQVAETask.inputs(self, batch, train)
+        return self.vqvae.encode(slices, position), position
 
 
 def run_config(cache: SliceCache, overrides: dict[str, Any], vqvae: VQVAEConfig | None = None) -> ModelConfig:
@@ -397,14 +424,34 @@ def start_prior_run(
     return info
 
 
+def prior_task(
+    config: ModelConfig,
+    run_dir: Path,
+    cache: SliceCache,
+    augment: dict[str, Any] | None,
+    device: torch.device,
+) -> PriorTask:
+    """The prior's task: the run's cached codes, or codes of slices augmented with `augment`."""
+    if augment is None:
+        return PriorTask(config, np.load(run_dir / CODES_FILE), cache.positions)
+    vqvae = VQVAE(config.vqvae)
+    vqvae.load_state_dict(torch.load(run_dir / VQVAE_FILE, map_location="cpu", weights_only=True))
+    return AugmentedPriorTask(config, cache, vqvae, dataclass_from_json(AugmentConfig, augment), device)
+
+
 def train_prior(
     cache_dir: Path,
     run_dir: Path,
     vqvae_run: Path | None,
     options: TrainOptions,
     overrides: dict[str, Any] | None = None,
+    augment_codes: bool = False,
 ) -> PixelSNAIL:
-    """Train (or resume) a prior run on the codes a VQ-VAE run gives the cache; returns the trained prior."""
+    """Train (or resume) a prior run on the codes a VQ-VAE run gives the cache; returns the trained prior.
+
+    augment_codes: learn the codes of slices augmented as the --config's "augment" section says (see the
+    module docstring); a resumed run keeps its choice.
+    """
     cluster = start_cluster(options.device)
     try:
         run_dir = Path(run_dir)
@@ -416,19 +463,22 @@ def train_prior(
             if vqvae_run is None:
                 raise ValueError("a new prior run needs --vqvae RUN_DIR_OF_VQVAE")
             vqvae_run = Path(vqvae_run)
-            model_values, _ = split_overrides(overrides)
+            model_values, augmentation = split_overrides(overrides)
+            augment = dataclasses.asdict(augmentation) if augment_codes else None
             config = run_config(cache, model_values, load_config(vqvae_run / CONFIG_FILE).vqvae)
             vqvae_info = start_prior_run(run_dir, config, vqvae_run, cache, options, cluster)
             if data["val_volumes"] != read_json(vqvae_run / RUN_FILE)["data"]["val_volumes"]:
                 log.warning("validation volumes differ from the VQ-VAE run's: its val loss is not held out")
             if cluster.main:
-                write_run(run_dir, config, {"kind": "prior", "data": data, "vqvae_run": vqvae_info}, options)
+                run = {"kind": "prior", "data": data, "vqvae_run": vqvae_info, "augment": augment}
+                write_run(run_dir, config, run, options)
         else:
             config = load_config(run_dir / CONFIG_FILE)
             resume_split(resumed, data, run_dir, options, cluster)
+            augment = resumed.get("augment")
         barrier(cluster)
         torch.manual_seed(options.seed)
-        task = PriorTask(config, np.load(run_dir / CODES_FILE), cache.positions)
+        task = prior_task(config, run_dir, cache, augment, cluster.device)
         return fit(task, config, run_dir, options, cluster, pools, resumed)
     finally:
         stop_cluster(cluster)

@@ -52,12 +52,13 @@ def pipeline(tmp_path_factory) -> dict:
         "vqvae": ("train", "vqvae", root / "cache", root / "vqvae", *common, *cli_flags(VQVAE_FLAGS)),
         "prior": ("train", "prior", root / "cache", root / "prior", "--vqvae", root / "vqvae", *common),
         "calibrate": ("calibrate", root / "prior", root / "holdout", "--device", "cpu"),
-        "export": ("export", root / "prior", root / "weights"),
+        "export": ("export", root / "prior", root / "weights", "--notes", root / "notes.md"),
         "sample": ("predict", "sample", root / "holdout", root / "sample", "--weights", root / "weights"),
         "pixel": ("predict", "pixel", root / "holdout", root / "pixel", "--weights", root / "weights"),
     }
     (root / "sample").mkdir()
     (root / "pixel").mkdir()
+    (root / "notes.md").write_text("Phantoms, not anatomy.\n")
     results = {}
     with pytest.MonkeyPatch.context() as patch:
         # One thread per process: tiny models gain nothing from more, and spinning threads on a busy
@@ -112,6 +113,8 @@ def test_export_writes_the_predictors_folder_and_a_model_card(pipeline):
     card = (folder / "MODEL_CARD.md").read_text()
     assert "v0.nii.gz" in card and f"{STEPS} steps" in card and "sample_threshold" in card
     assert "mood-vqad train prior" in card
+    assert "adds no new subjects" in card and "elastic_prob" in card
+    assert card.rstrip().endswith("## Notes\n\nPhantoms, not anatomy.")
 
 
 def test_predict_with_exported_weights(pipeline):
@@ -161,6 +164,25 @@ def test_resume_matches_an_uninterrupted_run(pipeline, tmp_path, model, one_thre
         4,
         4,
     ]
+
+
+def test_prior_on_augmented_codes_records_its_choice_and_resumes_exactly(pipeline, tmp_path, one_thread):
+    root = pipeline["root"]
+
+    def train(run, steps: int, resume: bool) -> dict:
+        options = TrainOptions(steps=steps, resume=resume, progress=False, device="cpu", **FLAGS)
+        overrides = None if resume else pipeline["config"]
+        train_prior(root / "cache", run, root / "vqvae", options, overrides, augment_codes=True)
+        return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+    train(tmp_path / "a", STEPS // 2, resume=False)
+    resumed = train(tmp_path / "a", STEPS, resume=True)
+    whole = train(tmp_path / "b", STEPS, resume=False)
+    assert all(torch.equal(resumed[name], value) for name, value in whole.items())
+    plain = torch.load(root / "prior" / "checkpoint.pt", weights_only=True)["model"]
+    assert not all(torch.equal(plain[name], value) for name, value in whole.items())
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["augment"]["elastic_prob"] == 0.5
+    assert json.loads((root / "prior" / "run.json").read_text())["augment"] is None
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(pipeline):
