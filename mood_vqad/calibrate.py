@@ -5,6 +5,7 @@ The thresholds are percentiles of the per-code NLL of the held-out volumes' scor
 raw sample score of those volumes, so that a typical normal volume scores 0.5 after `squash` and anomalies
 climb towards 1. `pixel_scale` is a high percentile of the filtered restoration residual on their
 foreground, so that almost every normal voxel scores below 0.5. Scores come from the Detector itself.
+A VAE baseline (run or WEIGHTS/<region>-vae) gets the same treatment per map (`baselines.calibrate_vae`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mood_vqad.config import save_config
+from mood_vqad.baselines import VAEDetector, calibrate_vae, save_calibrated
+from mood_vqad.config import is_vae_config, save_config
 from mood_vqad.detector import Detector, Settings
 from mood_vqad.io import CaseError, list_cases, load_volume
 from mood_vqad.predict import resolve_device
 from mood_vqad.preprocess import foreground_mask
-from mood_vqad.runs import CALIBRATION_FILE, RUN_FILE, load_run_models, write_json
+from mood_vqad.runs import (
+    CALIBRATION_FILE,
+    RUN_FILE,
+    load_run_models,
+    load_vae_run,
+    read_json,
+    run_kind,
+    write_json,
+)
 from mood_vqad.scores import sample_score
-from mood_vqad.weights import CONFIG_FILE, load_weights, update_config
+from mood_vqad.weights import CONFIG_FILE, load_vae_weights, load_weights, update_config
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +149,49 @@ def foreground_residuals(
             values = rng.choice(values, VOXELS_PER_VOLUME, replace=False)
         samples.append(values)
     return np.concatenate(samples)
+
+
+def is_vae_source(source: Path) -> bool:
+    """Whether a calibrate source is a VAE run or a VAE weights folder."""
+    source = Path(source)
+    if (source / RUN_FILE).is_file():
+        return run_kind(source) == "vae"
+    return (source / CONFIG_FILE).is_file() and is_vae_config(read_json(source / CONFIG_FILE))
+
+
+def calibrate_vae_source(
+    source: Path,
+    holdout_dir: Path,
+    pixel_percentile: float,
+    device: str = "auto",
+    batch_size: int = 256,
+    seed: int = 0,
+    energy: tuple[int, float, float] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Calibrate a VAE run or VAE weights folder in place: every map's scale and the ELBO's.
+
+    Args:
+        energy: (steps, alpha, lambda) of vae-energy, as prediction will run it (None: the defaults).
+    """
+    source = Path(source)
+    is_run = (source / RUN_FILE).is_file()
+    config, vae = load_vae_run(source) if is_run else load_vae_weights(source)
+    detector = VAEDetector(config, vae, resolve_device(device))
+    options = (
+        {}
+        if energy is None
+        else dict(zip(("energy_steps", "energy_alpha", "energy_lambda"), energy, strict=True))
+    )
+    settings = detector.settings(batch_size=batch_size, seed=seed, **options)
+    volumes = [
+        (case.name, volume) for case, volume in read_volumes(list_cases(Path(holdout_dir)), "maps", progress)
+    ]
+    if not volumes:
+        raise CaseError(holdout_dir, "no readable held-out volume")
+    config, report = calibrate_vae(detector, volumes, settings, pixel_percentile)
+    report["holdout"] = str(Path(holdout_dir).resolve())
+    save_calibrated(source, config, is_run)
+    write_json(source / CALIBRATION_FILE, report)
+    log.info("calibrated %s: %s", source, ", ".join(f"{k} {v:.4g}" for k, v in report["values"].items()))
+    return report

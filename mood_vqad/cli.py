@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mood_vqad import __version__
-from mood_vqad.config import METHODS, REGIONS, TrainOptions
+from mood_vqad.config import METHODS, REGIONS, VAE_PREDICTORS, TrainOptions
 
 log = logging.getLogger("mood_vqad")
 
@@ -41,7 +41,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--method",
         choices=METHODS,
         default=METHODS[0],
-        help="vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction error",
+        help="vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction error; "
+        "vae-*: the VAE baselines of WEIGHTS/<region>-vae (README, Baselines)",
     )
     p.add_argument("--restorations", type=int, default=None, help="restorations per slice (config default)")
     p.add_argument("--slice-stride", type=int, default=None, help="score every S-th slice (config default)")
@@ -55,7 +56,29 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="maps per prior / decoder batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--continue", dest="skip_existing", action="store_true", help="skip cases already written")
+    _add_vae_options(p)
     p.set_defaults(func=_run_predict)
+
+
+def _add_vae_options(p: argparse.ArgumentParser, ensemble: bool = True) -> None:
+    """The VAE baselines' options of `predict` (all) and `calibrate` (the energy projection's)."""
+    from mood_vqad.baselines import DEFAULT_MEMBERS
+    from mood_vqad.vae_maps import ENERGY_ALPHA, ENERGY_LAMBDA, ENERGY_STEPS
+
+    p.add_argument("--energy-steps", type=int, default=ENERGY_STEPS, help="vae-energy: projection steps")
+    p.add_argument("--energy-alpha", type=float, default=ENERGY_ALPHA, help="vae-energy: step size")
+    p.add_argument(
+        "--energy-lambda", type=float, default=ENERGY_LAMBDA, help="vae-energy: weight of ||x - x0||_1"
+    )
+    if not ensemble:
+        return
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        choices=VAE_PREDICTORS,
+        default=list(DEFAULT_MEMBERS),
+        help="vae-ensemble: the predictors whose normalised maps are averaged",
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -74,6 +97,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         seed=args.seed,
         skip_existing=args.skip_existing,
         progress=not args.no_progress,
+        energy_steps=args.energy_steps,
+        energy_alpha=args.energy_alpha,
+        energy_lambda=args.energy_lambda,
+        members=tuple(args.ensemble),
     )
     weights = args.weights if args.weights is not None else default_weights_dir()
     failed = predict_folder(args.task, args.input_dir, args.output_dir, weights, options)
@@ -115,7 +142,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     common.add_argument("cache_dir", help="slice cache written by `prepare`")
     common.add_argument("run_dir", help="folder for config, checkpoint, log and curves")
     common.add_argument(
-        "--config", default=None, help="JSON file: its vqvae / prior / augment sections override the defaults"
+        "--config",
+        default=None,
+        help="JSON file: its vqvae / prior / augment (vae: vae / augment) sections override the defaults",
     )
     common.add_argument(
         "--steps", type=int, default=d.steps, help="optimizer steps in all (also when resuming)"
@@ -152,10 +181,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="learn codes of augmented slices, encoded every step (few subjects: against memorising them)",
     )
     q.set_defaults(func=_run_train)
+    b = models.add_parser(
+        "vae", parents=[common], formatter_class=fmt, help="(beta-)VAE baseline on augmented slices"
+    )
+    b.add_argument(
+        "--beta", type=float, default=None, help="KL weight (None: the config's vae.beta, 1 = plain VAE)"
+    )
+    b.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from mood_vqad.train import train_prior, train_vqvae
+    from mood_vqad.train import train_prior, train_vae, train_vqvae
 
     fields = TrainOptions.__dataclass_fields__
     options = TrainOptions(
@@ -164,6 +200,8 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides = _read_overrides(args.config)
     if args.model == "vqvae":
         train_vqvae(args.cache_dir, args.run_dir, options, overrides)
+    elif args.model == "vae":
+        train_vae(args.cache_dir, args.run_dir, options, overrides, beta=args.beta)
     else:
         train_prior(args.cache_dir, args.run_dir, args.vqvae, options, overrides, args.augment_codes)
     return 0
@@ -175,7 +213,11 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         help="set thresholds and score scales from held-out normal volumes",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("source", metavar="WEIGHTS_OR_RUN_DIR", help="a region's weights folder or a prior run")
+    p.add_argument(
+        "source",
+        metavar="WEIGHTS_OR_RUN_DIR",
+        help="a region's weights folder or a prior run; a VAE run or WEIGHTS/<region>-vae: the VAE's scales",
+    )
     p.add_argument("holdout_dir", help="folder of normal .nii.gz volumes not used for training")
     p.add_argument("--sample-percentile", type=float, default=98.0, help="of per-code NLL: sample_threshold")
     p.add_argument(
@@ -187,11 +229,26 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: GPU if visible")
     p.add_argument("--batch-size", type=int, default=256, help="maps per prior / decoder batch")
     p.add_argument("--seed", type=int, default=0, help="restoration draws and voxel sampling")
+    _add_vae_options(p, ensemble=False)
     p.set_defaults(func=_run_calibrate)
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from mood_vqad.calibrate import calibrate
+    from mood_vqad.calibrate import calibrate, calibrate_vae_source, is_vae_source
+
+    if is_vae_source(args.source):
+        report = calibrate_vae_source(
+            args.source,
+            args.holdout_dir,
+            args.pixel_percentile,
+            device=args.device,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            energy=(args.energy_steps, args.energy_alpha, args.energy_lambda),
+            progress=not args.no_progress,
+        )
+        print(json.dumps(report["values"], indent=2))
+        return 0
 
     report = calibrate(
         args.source,
@@ -211,10 +268,10 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="write a prior run's models as WEIGHTS_DIR/<region>/ for `predict`",
+        help="write a prior run's models as WEIGHTS_DIR/<region>/ (a VAE run's: <region>-vae/) for `predict`",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("run_dir", help="a prior run folder (calibrated)")
+    p.add_argument("run_dir", help="a prior or VAE run folder (calibrated)")
     p.add_argument("weights_dir", help="weights folder; the region's sub-folder is (over)written")
     p.add_argument("--half", action="store_true", help="store weights in fp16 (the codebook stays fp32)")
     p.add_argument(

@@ -40,6 +40,47 @@ class PriorConfig:
 
 
 @dataclass(frozen=True)
+class VAEConfig:
+    """2D (beta-)VAE over slices with a spatial Gaussian latent (latent_channels, S / 2^n, S / 2^n).
+
+    `beta` weighs the KL term (1: the plain VAE); `rec_loss` is the per-pixel reconstruction term, "l1"
+    (Laplace likelihood) or "l2" (Gaussian). Both terms are summed over a slice, so beta is comparable
+    across slice sizes; the logged losses are divided by the pixels of a slice.
+    """
+
+    in_channels: int = 1
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    res_blocks: int = 1
+    latent_channels: int = 16
+    beta: float = 1.0
+    rec_loss: str = "l2"
+    position_channel: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rec_loss not in ("l1", "l2"):
+            raise ValueError(f"rec_loss must be 'l1' or 'l2', got {self.rec_loss!r}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+
+@dataclass(frozen=True)
+class VAEScales:
+    """Scales s of squash(value, s) for each VAE map and for the ELBO sample score.
+
+    Set by `calibrate` on held-out normal volumes: a high percentile of each filtered map on their
+    foreground, and the median of their raw ELBO scores.
+    """
+
+    rec: float = 0.5
+    elbo_grad: float = 1.0
+    kl_grad: float = 0.1
+    combi: float = 0.1
+    energy: float = 0.5
+    elbo: float = 1e6
+    calibrated: bool = False
+
+
+@dataclass(frozen=True)
 class RegionConfig:
     """Everything a region's prediction needs that is not a network weight.
 
@@ -104,7 +145,11 @@ ABDOM = RegionConfig(
 REGION_DEFAULTS = {"brain": BRAIN, "abdom": ABDOM}
 REGIONS = tuple(REGION_DEFAULTS)
 # vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction, no prior (a floor).
-METHODS = ("vqvae-restoration", "vqvae-rec")
+VQVAE_METHODS = ("vqvae-restoration", "vqvae-rec")
+# The VAE baselines of seed 001 (see README, "Baselines"): one map per predictor and their ensemble.
+VAE_PREDICTORS = ("rec", "elbo-grad", "kl-grad", "combi", "energy")
+VAE_METHODS = tuple(f"vae-{name}" for name in VAE_PREDICTORS) + ("vae-ensemble",)
+METHODS = VQVAE_METHODS + VAE_METHODS
 # The abdomen's 160 x 160 slices go through one more stride-2 stage, to a 10 x 10 code grid.
 ABDOM_VQVAE = VQVAEConfig(channels=(16, 32, 64, 128, 256))
 ABDOM_PRIOR = PriorConfig(grid=(10, 10))
@@ -117,6 +162,24 @@ class ModelConfig:
     region: RegionConfig = field(default_factory=RegionConfig)
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+
+
+@dataclass(frozen=True)
+class VAEModelConfig:
+    """What one region's VAE baseline needs: region settings, the network and the maps' scales."""
+
+    region: RegionConfig = field(default_factory=RegionConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    scales: VAEScales = field(default_factory=VAEScales)
+
+
+def method_family(method: str) -> str:
+    """ "vae" for the VAE baselines, "vqvae" for the VQ-VAE methods (raises ValueError otherwise)."""
+    if method in VAE_METHODS:
+        return "vae"
+    if method in VQVAE_METHODS:
+        return "vqvae"
+    raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
 
 
 def model_defaults(region: str) -> ModelConfig:
@@ -135,7 +198,7 @@ def dataclass_from_json(cls: type, values: dict[str, Any]) -> Any:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def to_dict(config: ModelConfig) -> dict[str, Any]:
+def to_dict(config: ModelConfig | VAEModelConfig) -> dict[str, Any]:
     """A JSON-ready dict of a model config."""
     return {"format": CONFIG_FORMAT, **dataclasses.asdict(config)}
 
@@ -155,9 +218,10 @@ def with_overrides(config: ModelConfig, values: dict[str, Any]) -> ModelConfig:
     """Replace some fields: values maps "region" / "vqvae" / "prior" to {field: value}; "format" is ignored.
 
     Accepts a partial file as well as a whole `to_dict` output; unknown sections or fields raise ValueError.
+    A shared file's VAE sections ("vae", "scales") are skipped.
     """
     sections = {"region": RegionConfig, "vqvae": VQVAEConfig, "prior": PriorConfig}
-    unknown = set(values) - set(sections) - {"format"}
+    unknown = set(values) - set(sections) - {"format", "vae", "scales"}
     if unknown:
         raise ValueError(f"unknown config sections: {sorted(unknown)}")
     changed = {
@@ -168,7 +232,38 @@ def with_overrides(config: ModelConfig, values: dict[str, Any]) -> ModelConfig:
     return dataclasses.replace(config, **changed)
 
 
-def save_config(config: ModelConfig, path: Path) -> None:
+VAE_SECTIONS = {"region": RegionConfig, "vae": VAEConfig, "scales": VAEScales}
+
+
+def vae_from_dict(values: dict[str, Any]) -> VAEModelConfig:
+    """Rebuild a VAEModelConfig from `to_dict`'s output."""
+    if values.get("format") != CONFIG_FORMAT:
+        raise ValueError(f"config format {values.get('format')!r}, expected {CONFIG_FORMAT}")
+    unknown = set(values) - set(VAE_SECTIONS) - {"format"}
+    if unknown:
+        raise ValueError(f"unknown VAE config sections: {sorted(unknown)}")
+    return VAEModelConfig(**{k: dataclass_from_json(cls, values[k]) for k, cls in VAE_SECTIONS.items()})
+
+
+def vae_with_overrides(config: VAEModelConfig, values: dict[str, Any]) -> VAEModelConfig:
+    """Replace fields of the region / vae / scales sections; a shared file's VQ-VAE sections are skipped."""
+    unknown = set(values) - set(VAE_SECTIONS) - {"format", "vqvae", "prior"}
+    if unknown:
+        raise ValueError(f"unknown config sections: {sorted(unknown)}")
+    changed = {
+        name: dataclass_from_json(cls, {**dataclasses.asdict(getattr(config, name)), **values[name]})
+        for name, cls in VAE_SECTIONS.items()
+        if name in values
+    }
+    return dataclasses.replace(config, **changed)
+
+
+def is_vae_config(values: dict[str, Any]) -> bool:
+    """Whether a config.json's content describes a VAE baseline (else a VQ-VAE model)."""
+    return "vae" in values
+
+
+def save_config(config: ModelConfig | VAEModelConfig, path: Path) -> None:
     """Write a model config as indented JSON."""
     Path(path).write_text(json.dumps(to_dict(config), indent=2) + "\n")
 
@@ -176,3 +271,8 @@ def save_config(config: ModelConfig, path: Path) -> None:
 def load_config(path: Path) -> ModelConfig:
     """Read a model config written by `save_config`."""
     return from_dict(json.loads(Path(path).read_text()))
+
+
+def load_vae_config(path: Path) -> VAEModelConfig:
+    """Read a VAE config written by `save_config`."""
+    return vae_from_dict(json.loads(Path(path).read_text()))

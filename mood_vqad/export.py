@@ -1,7 +1,8 @@
-"""A prior run (with its VQ-VAE) exported to the weights folder the predictor reads, and a model card."""
+"""A prior run (with its VQ-VAE) or a VAE run exported as the weights folder predict reads, with a card."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import datetime, timezone
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mood_vqad import __version__
-from mood_vqad.config import ModelConfig
+from mood_vqad.config import ModelConfig, VAEModelConfig
 from mood_vqad.runs import (
     CALIBRATION_FILE,
     CHECKPOINT_FILE,
@@ -17,9 +18,11 @@ from mood_vqad.runs import (
     final_losses,
     load_checkpoint,
     load_run_models,
+    load_vae_run,
     read_json,
+    run_kind,
 )
-from mood_vqad.weights import save_weights
+from mood_vqad.weights import save_vae_weights, save_weights, vae_weights_dir
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +129,70 @@ def model_card(run_dir: Path, config: ModelConfig, half: bool, notes: str = "") 
     return "\n".join(lines)
 
 
+def vae_model_card(run_dir: Path, config: VAEModelConfig, half: bool, notes: str = "") -> str:
+    """A Markdown description of exported VAE weights: data, training, scales, and how to retrain."""
+    run = read_json(Path(run_dir) / RUN_FILE)
+    data, options = run["data"], run["options"]
+    step = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE)["step"]
+    region, vae, scales = config.region.name, config.vae, config.scales
+    stored = "fp16" if half else "fp32"
+    calibrated = "calibrated on held-out normal volumes" if scales.calibrated else "defaults, not calibrated"
+    scale_values = ", ".join(
+        f"{k} {v:.4g}" for k, v in dataclasses.asdict(scales).items() if k != "calibrated"
+    )
+    held_out = ", ".join(data["val_volumes"]) or "none"
+    flags = " ".join(
+        f"--{k.replace('_', '-')} {options[k]}" for k in ("steps", "batch_size", "lr", "seed", "val_fraction")
+    )
+    return "\n".join(
+        [
+            f"# mood-vqad weights: {region} VAE baseline (beta {vae.beta:g})",
+            "",
+            f"Exported {datetime.now(timezone.utc).isoformat(timespec='seconds')} by mood-vqad {__version__}"
+            f" from `{Path(run_dir).resolve()}`; {stored} storage, checked by SHA256SUMS.",
+            "2D (beta-)VAE over slices, spatial latent; the localisation predictors of Zimmerer et al. 2019"
+            " and the energy projection of Dehaene et al. 2020 (`--method vae-*`).",
+            "",
+            f"- Data: `{data['cache']}` ({data['train_slices']} training, {data['val_slices']} validation"
+            f" slices; held out: {held_out})",
+            f"- Training: {step} steps; {_losses(final_losses(run_dir))}",
+            f"- Network: channels {list(vae.channels)}, {vae.latent_channels} latent channels,"
+            f" {vae.rec_loss} reconstruction, beta {vae.beta:g}",
+            f"- Scales ({calibrated}): {scale_values}",
+            "",
+            "## Retraining",
+            "",
+            "```",
+            f"mood-vqad prepare DATA_DIR CACHE_DIR --region {region} --config CONFIG.json",
+            f"mood-vqad train vae CACHE_DIR VAE_RUN --config CONFIG.json --beta {vae.beta:g} {flags}",
+            "mood-vqad calibrate VAE_RUN HOLDOUT_DIR",
+            "mood-vqad export VAE_RUN WEIGHTS_DIR",
+            "```",
+            "",
+            *(["## Notes", "", notes.strip(), ""] if notes else []),
+        ]
+    )
+
+
+def export_vae(run_dir: Path, weights_dir: Path, half: bool = False, notes: str = "") -> Path:
+    """Write WEIGHTS_DIR/<region>-vae/ (config, vae.pt, SHA256SUMS, model card); returns that folder."""
+    config, vae = load_vae_run(run_dir)
+    target = vae_weights_dir(weights_dir, config.region.name)
+    if not config.scales.calibrated:
+        log.warning("%s is not calibrated: exporting the default map scales", run_dir)
+    save_vae_weights(target, config, vae, half=half)
+    (target / CARD_FILE).write_text(vae_model_card(Path(run_dir), config, half, notes))
+    log.info("exported %s VAE weights to %s", config.region.name, target)
+    return target
+
+
 def export(run_dir: Path, weights_dir: Path, half: bool = False, notes: str = "") -> Path:
-    """Write WEIGHTS_DIR/<region>/ (config, weights, SHA256SUMS, model card with `notes`); returns it."""
+    """Write WEIGHTS_DIR/<region>/ (config, weights, SHA256SUMS, model card with `notes`); returns it.
+
+    A VAE run goes to WEIGHTS_DIR/<region>-vae/ instead.
+    """
+    if run_kind(run_dir) == "vae":
+        return export_vae(run_dir, weights_dir, half, notes)
     config, vqvae, prior = load_run_models(run_dir)
     target = Path(weights_dir) / config.region.name
     if not (Path(run_dir) / CALIBRATION_FILE).is_file():

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mood_vqad.config import REGION_DEFAULTS
+from mood_vqad.baselines import VAEDetector
+from mood_vqad.config import REGION_DEFAULTS, method_family
 from mood_vqad.detector import Detector
 from mood_vqad.io import (
     CaseError,
@@ -19,7 +20,7 @@ from mood_vqad.io import (
     write_pixel_map,
     write_sample_score,
 )
-from mood_vqad.weights import WeightsError
+from mood_vqad.weights import WeightsError, vae_weights_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ class PredictOptions:
     seed: int = 0
     skip_existing: bool = False
     progress: bool = True
+    energy_steps: int | None = None  # vae-energy (None: the VAE detector's defaults)
+    energy_alpha: float | None = None
+    energy_lambda: float | None = None
+    members: tuple[str, ...] | None = None  # vae-ensemble's predictors
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,22 +73,28 @@ def output_path(output_dir: Path, case: Path, task: str) -> Path:
 
 
 class DetectorCache:
-    """Loads each region's weights once; a region whose weights fail keeps failing with the same line."""
+    """Loads each (region, family) weights once; weights that fail keep failing with the same line.
+
+    family "vqvae" reads WEIGHTS/<region>/, family "vae" (the baselines) WEIGHTS/<region>-vae/.
+    """
 
     def __init__(self, weights_dir: Path, device: torch.device):
         self.weights_dir = Path(weights_dir)
         self.device = device
-        self.loaded: dict[str, Detector | WeightsError] = {}
+        self.loaded: dict[tuple[str, str], Detector | VAEDetector | WeightsError] = {}
 
-    def get(self, region: str) -> Detector:
-        """The detector of a region, loading it on first use (raises WeightsError)."""
-        if region not in self.loaded:
+    def get(self, region: str, family: str = "vqvae") -> Detector | VAEDetector:
+        """The detector of a region and model family, loading it on first use (raises WeightsError)."""
+        key = (region, family)
+        if key not in self.loaded:
+            vae = family == "vae"
+            folder = vae_weights_dir(self.weights_dir, region) if vae else self.weights_dir / region
             try:
-                self.loaded[region] = Detector.load(self.weights_dir / region, self.device)
-                log.debug("loaded %s weights from %s", region, self.weights_dir / region)
+                self.loaded[key] = (VAEDetector if vae else Detector).load(folder, self.device)
+                log.debug("loaded %s %s weights from %s", region, family, folder)
             except WeightsError as exc:
-                self.loaded[region] = exc
-        found = self.loaded[region]
+                self.loaded[key] = exc
+        found = self.loaded[key]
         if isinstance(found, WeightsError):
             raise found
         return found
@@ -95,20 +106,34 @@ def predict_case(
     """Score one case and write its output file atomically (raises CaseError)."""
     volume, affine = load_volume(case)
     region = detect_region(volume.shape, options.region)
+    family = method_family(options.method)
     try:
-        detector = detectors.get(region)
+        detector = detectors.get(region, family)
     except WeightsError as exc:
-        raise CaseError(case, f"no usable {region} weights: {exc}") from exc
-    settings = detector.settings(
-        slice_stride=options.slice_stride,
-        restorations=options.restorations,
-        masking=options.masking,
-        neighbour_rule=options.neighbour_rule,
-        batch_size=options.batch_size,
-        seed=options.seed,
-        progress=options.progress,
-        method=options.method,
-    )
+        what = f"{region} VAE" if family == "vae" else region
+        raise CaseError(case, f"no usable {what} weights: {exc}") from exc
+    common = {
+        "slice_stride": options.slice_stride,
+        "batch_size": options.batch_size,
+        "seed": options.seed,
+        "progress": options.progress,
+        "method": options.method,
+    }
+    if isinstance(detector, VAEDetector):
+        settings = detector.settings(
+            energy_steps=options.energy_steps,
+            energy_alpha=options.energy_alpha,
+            energy_lambda=options.energy_lambda,
+            members=options.members,
+            **common,
+        )
+    else:
+        settings = detector.settings(
+            restorations=options.restorations,
+            masking=options.masking,
+            neighbour_rule=options.neighbour_rule,
+            **common,
+        )
     target = output_path(output_dir, case, task)
     if task == "sample":
         write_sample_score(target, detector.sample_score(volume, settings))
@@ -124,6 +149,7 @@ def predict_folder(
         raise ValueError(f"task must be 'sample' or 'pixel', got {task!r}")
     if options.region not in ("auto", *REGION_DEFAULTS):
         raise ValueError(f"unknown region {options.region!r}")
+    method_family(options.method)  # raises ValueError for an unknown method
     try:
         check_output_dir(Path(output_dir))
         cases = list_cases(Path(input_dir))

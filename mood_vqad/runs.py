@@ -1,7 +1,7 @@
 """The run folder: what `train` writes and `calibrate` / `export` read.
 
 RUN/config.json      the run's ModelConfig (calibrate writes its thresholds and scales here)
-RUN/run.json         kind (vqvae or prior), cache, options, validation volumes; a prior run adds its VQ-VAE
+RUN/run.json         kind (vqvae, prior, vae), cache, options, validation volumes; a prior run adds its VQ-VAE
 RUN/checkpoint.pt    model, optimizer, scaler and step; loads with torch.load(weights_only=True)
 RUN/log.jsonl        one line per logged step and split (train / val) with the losses
 RUN/curves.png       the logged curves
@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from mood_vqad.config import ModelConfig, load_config
+from mood_vqad.config import ModelConfig, VAEModelConfig, load_config, load_vae_config
 from mood_vqad.io import write_atomic
 from mood_vqad.prior import PixelSNAIL
+from mood_vqad.vae import VAE
 from mood_vqad.vqvae import VQVAE
 from mood_vqad.weights import CONFIG_FILE, VQVAE_FILE
 
@@ -121,3 +122,20 @@ def load_run_models(run_dir: Path) -> tuple[ModelConfig, VQVAE, PixelSNAIL]:
     vqvae.load_state_dict(torch.load(run_dir / VQVAE_FILE, map_location="cpu", weights_only=True))
     prior.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_FILE)["model"])
     return config, vqvae.eval(), prior.eval()
+
+
+def run_kind(run_dir: Path) -> str | None:
+    """The kind of a run folder (vqvae, prior or vae), None if it is not one."""
+    path = Path(run_dir) / RUN_FILE
+    return read_json(path).get("kind") if path.is_file() else None
+
+
+def load_vae_run(run_dir: Path) -> tuple[VAEModelConfig, VAE]:
+    """A VAE run's config and model (latest checkpoint), in eval mode on the CPU."""
+    run_dir = Path(run_dir)
+    if run_kind(run_dir) != "vae":
+        raise ValueError(f"{run_dir}: a {run_kind(run_dir)} run, not a VAE run")
+    config = load_vae_config(run_dir / CONFIG_FILE)
+    vae = VAE(config.vae)
+    vae.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_FILE)["model"])
+    return config, vae.eval()

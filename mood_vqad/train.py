@@ -5,6 +5,8 @@ VQ-VAE: those are the codes the predictor feeds it, and augmenting spreads the p
 of deformed anatomy, raising the likelihood of abnormal-looking codes. With few training subjects,
 though, the prior memorises their code grids (conditioned on slice position) and finds every new subject
 unlikely; `augment_codes` then encodes freshly augmented slices at every step instead.
+
+The VAE baseline (`train vae`) trains like the VQ-VAE: same cache, augmentation, loop and run folder.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from mood_vqad.augment import AugmentConfig, augment
 from mood_vqad.config import (
     ModelConfig,
     TrainOptions,
+    VAEModelConfig,
     VQVAEConfig,
     dataclass_from_json,
     load_config,
+    load_vae_config,
     model_defaults,
     save_config,
+    vae_with_overrides,
     with_overrides,
 )
 from mood_vqad.io import write_atomic
@@ -54,6 +59,7 @@ from mood_vqad.runs import (
     read_json,
     write_json,
 )
+from mood_vqad.vae import VAE
 from mood_vqad.vqvae import VQVAE
 from mood_vqad.weights import CONFIG_FILE, VQVAE_FILE
 
@@ -109,6 +115,24 @@ class VQVAETask:
         }
         self.restarted = 0
         return values
+
+
+class VAETask(VQVAETask):
+    """The negative ELBO of augmented slices (reconstruction + beta * KL), read like the VQ-VAE's."""
+
+    kind = "vae"
+    metrics = ("loss", "rec_loss", "kl")
+
+    def __init__(self, config: VAEModelConfig, cache: SliceCache, augmentation: AugmentConfig):
+        self.model = VAE(config.vae)
+        self.cache, self.augmentation = cache, augmentation
+
+    def after_step(self, done: int, out: dict[str, torch.Tensor]) -> None:
+        """Nothing to do after a VAE step."""
+
+    def usage(self, out: dict[str, torch.Tensor], cluster: Cluster) -> dict[str, float]:
+        """No extra values for the VAE."""
+        return {}
 
 
 class PriorTask:
@@ -188,6 +212,17 @@ def run_config(cache: SliceCache, overrides: dict[str, Any], vqvae: VQVAEConfig 
     return config
 
 
+def vae_run_config(cache: SliceCache, overrides: dict[str, Any], beta: float | None) -> VAEModelConfig:
+    """The default VAE on the cache's region settings, then the --config overrides and --beta."""
+    base = VAEModelConfig(region=cache.region)
+    config = vae_with_overrides(base, overrides)
+    if config.region != base.region:
+        raise ValueError("region settings come from the cache: change them with `prepare --config`")
+    if beta is not None:
+        config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, beta=beta))
+    return config
+
+
 def check_grid(config: ModelConfig, vqvae: VQVAE) -> None:
     """Raise ValueError unless the prior's grid and codebook match what the VQ-VAE makes of the slices."""
     size, ratio = config.region.slice_size, vqvae.downsampling
@@ -234,7 +269,9 @@ def open_run(run_dir: Path, options: TrainOptions, overrides: dict[str, Any] | N
     return None
 
 
-def write_run(run_dir: Path, config: ModelConfig, run: dict[str, Any], options: TrainOptions) -> None:
+def write_run(
+    run_dir: Path, config: ModelConfig | VAEModelConfig, run: dict[str, Any], options: TrainOptions
+) -> None:
     """Write a new run's config.json and run.json."""
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / CONFIG_FILE)
@@ -254,7 +291,7 @@ def resume_split(
 
 def fit(
     task: Task,
-    config: ModelConfig,
+    config: ModelConfig | VAEModelConfig,
     run_dir: Path,
     options: TrainOptions,
     cluster: Cluster,
@@ -298,6 +335,46 @@ def train_vqvae(
                 run_dir,
                 config,
                 {"kind": "vqvae", "data": data, "augment": dataclasses.asdict(augmentation)},
+                options,
+            )
+        barrier(cluster)
+        return fit(task, config, run_dir, options, cluster, pools, resumed)
+    finally:
+        stop_cluster(cluster)
+
+
+def train_vae(
+    cache_dir: Path,
+    run_dir: Path,
+    options: TrainOptions,
+    overrides: dict[str, Any] | None = None,
+    beta: float | None = None,
+) -> VAE:
+    """Train (or resume) a VAE run on a slice cache, with KL weight beta (None: the config's); returns it."""
+    cluster = start_cluster(options.device)
+    try:
+        run_dir = Path(run_dir)
+        cache = SliceCache.open(cache_dir)
+        resumed = open_run(run_dir, options, overrides)
+        model_values, augmentation = split_overrides(overrides)
+        if resumed is None:
+            config = vae_run_config(cache, model_values, beta)
+        else:
+            config = load_vae_config(run_dir / CONFIG_FILE)
+            augmentation = dataclass_from_json(AugmentConfig, resumed["augment"])
+            if beta is not None and beta != config.vae.beta:
+                raise ValueError(f"a resumed run keeps its beta ({config.vae.beta}): drop --beta")
+        torch.manual_seed(options.seed)
+        task = VAETask(config, cache, augmentation)
+        pools = split_by_volume(cache.volume_ids, options.val_fraction, options.seed)
+        data = data_info(cache, pools)
+        if resumed is not None:
+            resume_split(resumed, data, run_dir, options, cluster)
+        elif cluster.main:
+            write_run(
+                run_dir,
+                config,
+                {"kind": "vae", "data": data, "augment": dataclasses.asdict(augmentation)},
                 options,
             )
         barrier(cluster)

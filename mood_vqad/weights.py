@@ -1,6 +1,7 @@
 """The weights folder: per region a config.json, two state dicts and their sha256 sums.
 
-Layout: WEIGHTS/<region>/{config.json, vqvae.pt, prior.pt, SHA256SUMS}. State dicts hold tensors only
+Layout: WEIGHTS/<region>/{config.json, vqvae.pt, prior.pt, SHA256SUMS}; the VAE baseline of a region
+lives beside it in WEIGHTS/<region>-vae/{config.json, vae.pt, SHA256SUMS}. State dicts hold tensors only
 and load with `torch.load(weights_only=True)`: nothing is unpickled but tensors.
 """
 
@@ -12,14 +13,16 @@ from pathlib import Path
 
 import torch
 
-from mood_vqad.config import ModelConfig, load_config, save_config
+from mood_vqad.config import ModelConfig, VAEModelConfig, load_config, load_vae_config, save_config
 from mood_vqad.io import UserError
 from mood_vqad.prior import PixelSNAIL
+from mood_vqad.vae import VAE
 from mood_vqad.vqvae import VQVAE
 
 CONFIG_FILE = "config.json"
 VQVAE_FILE = "vqvae.pt"
 PRIOR_FILE = "prior.pt"
+VAE_FILE = "vae.pt"
 SUMS_FILE = "SHA256SUMS"
 
 
@@ -62,15 +65,16 @@ def save_weights(
     _write_sums(directory)
 
 
-def _write_sums(directory: Path) -> None:
-    sums = "".join(f"{sha256(directory / name)}  {name}\n" for name in (CONFIG_FILE, VQVAE_FILE, PRIOR_FILE))
+def _write_sums(directory: Path, names: tuple[str, ...] = (CONFIG_FILE, VQVAE_FILE, PRIOR_FILE)) -> None:
+    sums = "".join(f"{sha256(directory / name)}  {name}\n" for name in names)
     (directory / SUMS_FILE).write_text(sums)
 
 
-def update_config(directory: Path, config: ModelConfig) -> None:
+def update_config(directory: Path, config: ModelConfig | VAEModelConfig) -> None:
     """Replace a weights folder's config.json (e.g. calibrated values) and its SHA256SUMS."""
     save_config(config, Path(directory) / CONFIG_FILE)
-    _write_sums(Path(directory))
+    vae = isinstance(config, VAEModelConfig)
+    _write_sums(Path(directory), (CONFIG_FILE, VAE_FILE) if vae else (CONFIG_FILE, VQVAE_FILE, PRIOR_FILE))
 
 
 def _check_sums(directory: Path) -> None:
@@ -121,3 +125,34 @@ def load_weights(
             raise WeightsError(f"{directory / name}: missing")
         _load_state(module, directory / name)
     return config, vqvae.to(device).eval(), prior.to(device).eval()
+
+
+def vae_weights_dir(weights_dir: Path, region: str) -> Path:
+    """Where a region's VAE baseline lives in a weights folder: WEIGHTS/<region>-vae."""
+    return Path(weights_dir) / f"{region}-vae"
+
+
+def save_vae_weights(directory: Path, config: VAEModelConfig, vae: VAE, half: bool = False) -> None:
+    """Write a VAE baseline's config, state dict (fp16 storage when half) and SHA256SUMS."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_config(config, directory / CONFIG_FILE)
+    torch.save(_state(vae, half), directory / VAE_FILE)
+    _write_sums(directory, (CONFIG_FILE, VAE_FILE))
+
+
+def load_vae_weights(directory: Path, device: torch.device | str = "cpu") -> tuple[VAEModelConfig, VAE]:
+    """Rebuild a VAE baseline from its folder, in eval mode on device; raises WeightsError."""
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).is_file():
+        raise WeightsError(f"{directory}: no {CONFIG_FILE} (no VAE weights for this region)")
+    _check_sums(directory)
+    try:
+        config = load_vae_config(directory / CONFIG_FILE)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{directory / CONFIG_FILE}: invalid ({exc})") from exc
+    vae = VAE(config.vae)
+    if not (directory / VAE_FILE).is_file():
+        raise WeightsError(f"{directory / VAE_FILE}: missing")
+    _load_state(vae, directory / VAE_FILE)
+    return config, vae.float().to(device).eval()
