@@ -19,7 +19,7 @@ from mood_vqad.sources import default_cache
 from mood_vqad.weights import default_weights_dir
 
 # Settings chosen so the CPU finishes in minutes; a GPU runs the config defaults (every 8th slice, 15).
-CPU_SETTINGS = ["--slice-stride", "16", "--restorations", "4"]
+CPU_SETTINGS = ["--slice-stride", "8", "--restorations", "4"]
 # (region, fetched cube folder, toy cases); the abdomen at 128^3 keeps the demo inside its time budget.
 TOY_SETS = [("brain", "brain-256", 4), ("abdom", "abdom-128", 4)]
 
