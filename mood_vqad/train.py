@@ -308,6 +308,28 @@ def fit(
     return model
 
 
+def fit_on_slices(
+    task: Task,
+    config: Any,
+    run_dir: Path,
+    cache: SliceCache,
+    augmentation: AugmentConfig,
+    options: TrainOptions,
+    cluster: Cluster,
+    resumed: dict[str, Any] | None,
+) -> nn.Module:
+    """Split the cache by volume, record a new run (or check a resumed one's split), and fit the task."""
+    pools = split_by_volume(cache.volume_ids, options.val_fraction, options.seed)
+    data = data_info(cache, pools)
+    if resumed is not None:
+        resume_split(resumed, data, run_dir, options, cluster)
+    elif cluster.main:
+        run = {"kind": task.kind, "data": data, "augment": dataclasses.asdict(augmentation)}
+        write_run(run_dir, config, run, options)
+    barrier(cluster)
+    return fit(task, config, run_dir, options, cluster, pools, resumed)
+
+
 def train_vqvae(
     cache_dir: Path, run_dir: Path, options: TrainOptions, overrides: dict[str, Any] | None = None
 ) -> VQVAE:
@@ -326,19 +348,7 @@ def train_vqvae(
         torch.manual_seed(options.seed)
         task = VQVAETask(config, cache, augmentation, options)
         check_grid(config, task.model)
-        pools = split_by_volume(cache.volume_ids, options.val_fraction, options.seed)
-        data = data_info(cache, pools)
-        if resumed is not None:
-            resume_split(resumed, data, run_dir, options, cluster)
-        elif cluster.main:
-            write_run(
-                run_dir,
-                config,
-                {"kind": "vqvae", "data": data, "augment": dataclasses.asdict(augmentation)},
-                options,
-            )
-        barrier(cluster)
-        return fit(task, config, run_dir, options, cluster, pools, resumed)
+        return fit_on_slices(task, config, run_dir, cache, augmentation, options, cluster, resumed)
     finally:
         stop_cluster(cluster)
 
@@ -366,19 +376,7 @@ def train_vae(
                 raise ValueError(f"a resumed run keeps its beta ({config.vae.beta}): drop --beta")
         torch.manual_seed(options.seed)
         task = VAETask(config, cache, augmentation)
-        pools = split_by_volume(cache.volume_ids, options.val_fraction, options.seed)
-        data = data_info(cache, pools)
-        if resumed is not None:
-            resume_split(resumed, data, run_dir, options, cluster)
-        elif cluster.main:
-            write_run(
-                run_dir,
-                config,
-                {"kind": "vae", "data": data, "augment": dataclasses.asdict(augmentation)},
-                options,
-            )
-        barrier(cluster)
-        return fit(task, config, run_dir, options, cluster, pools, resumed)
+        return fit_on_slices(task, config, run_dir, cache, augmentation, options, cluster, resumed)
     finally:
         stop_cluster(cluster)
 
