@@ -22,15 +22,13 @@ import torch
 
 from mood_vqad.config import VAE_METHODS, VAE_PREDICTORS, VAEModelConfig, save_config
 from mood_vqad.preprocess import (
-    extract_slices,
+    ScoredSlices,
     foreground_mask,
-    interpolate_slices,
-    normalise,
-    slice_indices,
-    slice_positions,
-    slices_to_volume,
+    maps_to_volume,
+    scored_slices,
+    zero_background,
 )
-from mood_vqad.scores import map_sample_score, post_filter, squash
+from mood_vqad.scores import map_sample_score, squash
 from mood_vqad.timing import StageTimer
 from mood_vqad.vae import VAE
 from mood_vqad.vae_maps import ENERGY_ALPHA, ENERGY_LAMBDA, ENERGY_STEPS, slice_elbo, slice_map
@@ -78,15 +76,6 @@ class VAESettings:
         return self.members if self.method == "vae-ensemble" else (self.method.removeprefix("vae-"),)
 
 
-@dataclass
-class Slices:
-    """A volume's scored slices: their indices, positions and network inputs."""
-
-    indices: np.ndarray  # (S,)
-    position: torch.Tensor  # (S,)
-    slices: torch.Tensor  # (S, 1, size, size)
-
-
 class VAEDetector:
     """A region's VAE baseline, ready to score volumes with any of the vae-* methods."""
 
@@ -125,15 +114,12 @@ class VAEDetector:
             **kwargs,
         )
 
-    def slices(self, volume: np.ndarray, settings: VAESettings) -> Slices:
+    def slices(self, volume: np.ndarray, settings: VAESettings) -> ScoredSlices:
         """Normalise, pick and resize the slices to score, as the VQ-VAE detector does."""
         with self.timer("encode"):
-            indices = slice_indices(volume, self.region, settings.slice_stride)
-            slices = extract_slices(normalise(volume, self.region), self.region, indices).to(self.device)
-            position = slice_positions(indices, volume.shape[self.region.slice_axis]).to(self.device)
-            return Slices(indices, position, slices)
+            return scored_slices(volume, self.region, settings.slice_stride, self.device)
 
-    def slice_maps(self, scored: Slices, predictor: str, settings: VAESettings) -> torch.Tensor:
+    def slice_maps(self, scored: ScoredSlices, predictor: str, settings: VAESettings) -> torch.Tensor:
         """One predictor's raw maps of the scored slices: (S, size, size)."""
         energy = (settings.energy_alpha, settings.energy_lambda, settings.energy_steps)
         with self.timer(predictor):
@@ -142,9 +128,7 @@ class VAEDetector:
     def to_volume(self, maps: torch.Tensor, indices: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """Slice maps at the volume's shape: interpolated between slices, post-filtered, resized back."""
         with self.timer("post-filter"):
-            stack = interpolate_slices(maps, indices, shape[self.region.slice_axis])
-            stack = post_filter(stack.float().cpu().numpy(), self.region.min_filter, self.region.mean_filter)
-            return slices_to_volume(stack, shape, self.region)
+            return maps_to_volume(maps, indices, shape, self.region)
 
     def raw_maps(self, volume: np.ndarray, settings: VAESettings) -> dict[str, np.ndarray]:
         """Every predictor the method needs, filtered, at the volume's shape, before squashing."""
@@ -162,10 +146,7 @@ class VAEDetector:
         with self.timer("post-filter"):
             scales = self.config.scales
             scores = sum(squash(m, getattr(scales, scale_name(p))) for p, m in raw.items()) / len(raw)
-            mask = foreground_mask(volume, self.region)
-            if mask is not None:
-                scores *= mask
-            return scores.astype(np.float32)
+            return zero_background(scores, volume, self.region)
 
     def raw_elbo(self, volume: np.ndarray, settings: VAESettings) -> float:
         """The volume's negative ELBO: summed over scored slices, times the stride (0 without foreground)."""

@@ -9,18 +9,10 @@ import numpy as np
 import torch
 
 from mood_vqad.config import METHODS, ModelConfig
-from mood_vqad.preprocess import (
-    extract_slices,
-    foreground_mask,
-    interpolate_slices,
-    normalise,
-    slice_indices,
-    slice_positions,
-    slices_to_volume,
-)
+from mood_vqad.preprocess import ScoredSlices, maps_to_volume, scored_slices, zero_background
 from mood_vqad.prior import PixelSNAIL
 from mood_vqad.restore import RestoreRule, batched_nll, restore, restore_naive
-from mood_vqad.scores import map_sample_score, post_filter, residual_map, sample_score, squash
+from mood_vqad.scores import map_sample_score, residual_map, sample_score, squash
 from mood_vqad.timing import StageTimer
 from mood_vqad.vqvae import VQVAE
 from mood_vqad.weights import load_weights
@@ -45,12 +37,9 @@ class Settings:
 
 
 @dataclass
-class Encoded:
-    """A volume's scored slices: their indices, positions, network inputs and codes."""
+class Encoded(ScoredSlices):
+    """A volume's scored slices and their code grids."""
 
-    indices: np.ndarray  # (S,) slice indices along the slice axis
-    position: torch.Tensor  # (S,)
-    slices: torch.Tensor  # (S, 1, size, size)
     codes: torch.Tensor  # (S, h, w)
 
 
@@ -97,14 +86,12 @@ class Detector:
     def encode(self, volume: np.ndarray, settings: Settings) -> Encoded:
         """Normalise, pick and resize slices, and encode them to code grids."""
         with self.timer("encode"):
-            indices = slice_indices(volume, self.region, settings.slice_stride)
-            slices = extract_slices(normalise(volume, self.region), self.region, indices).to(self.device)
-            position = slice_positions(indices, volume.shape[self.region.slice_axis]).to(self.device)
-            b = settings.batch_size
+            scored = scored_slices(volume, self.region, settings.slice_stride, self.device)
+            slices, position, b = scored.slices, scored.position, settings.batch_size
             chunks = range(0, len(slices), b)
             codes = [self.vqvae.encode(slices[s : s + b], position[s : s + b]) for s in chunks]
             empty = torch.zeros(0, *self.config.prior.grid, dtype=torch.long, device=self.device)
-            return Encoded(indices, position, slices, torch.cat(codes) if codes else empty)
+            return Encoded(scored.indices, position, slices, torch.cat(codes) if codes else empty)
 
     def code_nll(self, encoded: Encoded, settings: Settings) -> torch.Tensor:
         """Teacher-forced per-code NLL of the encoded slices: (S, h, w); S = 0 without foreground."""
@@ -165,17 +152,10 @@ class Detector:
             return np.zeros(volume.shape, dtype=np.float32)
         residuals = self.residuals(encoded, settings)
         with self.timer("post-filter"):
-            n_slices = volume.shape[self.region.slice_axis]
-            stack = interpolate_slices(residuals, encoded.indices, n_slices)
-            stack = post_filter(stack.float().cpu().numpy(), self.region.min_filter, self.region.mean_filter)
-            return slices_to_volume(stack, volume.shape, self.region)
+            return maps_to_volume(residuals, encoded.indices, volume.shape, self.region)
 
     def pixel_scores(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
         """The pixel task's map in [0, 1) with the volume's exact shape."""
         residuals = self.filtered_residuals(volume, settings)
         with self.timer("post-filter"):
-            scores = squash(residuals, self.region.pixel_scale)
-            mask = foreground_mask(volume, self.region)
-            if mask is not None:
-                scores *= mask
-            return scores.astype(np.float32)
+            return zero_background(squash(residuals, self.region.pixel_scale), volume, self.region)

@@ -5,11 +5,14 @@ One code path for prediction and training: `prepare` stores exactly the slices `
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mood_vqad.config import RegionConfig
+from mood_vqad.scores import post_filter
 
 CHUNK = 64  # slices resized at a time, to bound memory on 512^3 volumes
 
@@ -32,6 +35,14 @@ def foreground_mask(volume: np.ndarray, region: RegionConfig) -> np.ndarray | No
     if region.foreground_threshold is None:
         return None
     return volume > region.foreground_threshold
+
+
+def zero_background(scores: np.ndarray, volume: np.ndarray, region: RegionConfig) -> np.ndarray:
+    """The scores as float32, 0 outside the region's foreground (unchanged where it keeps every voxel)."""
+    mask = foreground_mask(volume, region)
+    if mask is not None:
+        scores = scores * mask
+    return scores.astype(np.float32)
 
 
 def slice_indices(volume: np.ndarray, region: RegionConfig, stride: int) -> np.ndarray:
@@ -86,3 +97,32 @@ def slices_to_volume(stack: np.ndarray, shape: tuple[int, ...], region: RegionCo
         chunk = torch.from_numpy(np.ascontiguousarray(stack[s : s + CHUNK])).unsqueeze(1)
         out[s : s + CHUNK] = F.interpolate(chunk, size=in_plane, mode="bilinear", align_corners=False)[:, 0]
     return np.moveaxis(out, 0, region.slice_axis)
+
+
+@dataclass
+class ScoredSlices:
+    """A volume's scored slices: their indices along the slice axis, positions and network inputs."""
+
+    indices: np.ndarray  # (S,)
+    position: torch.Tensor  # (S,)
+    slices: torch.Tensor  # (S, 1, size, size)
+
+
+def scored_slices(
+    volume: np.ndarray, region: RegionConfig, stride: int, device: torch.device
+) -> ScoredSlices:
+    """Normalise the volume, pick every stride-th slice with foreground and resize it for the networks."""
+    indices = slice_indices(volume, region, stride)
+    slices = extract_slices(normalise(volume, region), region, indices).to(device)
+    position = slice_positions(indices, volume.shape[region.slice_axis]).to(device)
+    return ScoredSlices(indices, position, slices)
+
+
+def maps_to_volume(
+    maps: torch.Tensor, indices: np.ndarray, shape: tuple[int, ...], region: RegionConfig
+) -> np.ndarray:
+    """Maps of the scored slices (S, size, size) at the volume's shape: interpolated between them,
+    post-filtered and resized back."""
+    stack = interpolate_slices(maps, indices, shape[region.slice_axis])
+    stack = post_filter(stack.float().cpu().numpy(), region.min_filter, region.mean_filter)
+    return slices_to_volume(stack, shape, region)

@@ -308,6 +308,19 @@ def fit(
     return model
 
 
+def open_slice_run(
+    cache_dir: Path, run_dir: Path, options: TrainOptions, overrides: dict[str, Any] | None
+) -> tuple[SliceCache, dict[str, Any] | None, dict[str, Any], AugmentConfig]:
+    """The cache, the resumed run.json (None for a new run), the model overrides and the augmentation
+    (a resumed run keeps its own)."""
+    cache = SliceCache.open(cache_dir)
+    resumed = open_run(run_dir, options, overrides)
+    model_values, augmentation = split_overrides(overrides)
+    if resumed is not None:
+        augmentation = dataclass_from_json(AugmentConfig, resumed["augment"])
+    return cache, resumed, model_values, augmentation
+
+
 def fit_on_slices(
     task: Task,
     config: Any,
@@ -337,14 +350,11 @@ def train_vqvae(
     cluster = start_cluster(options.device)
     try:
         run_dir = Path(run_dir)
-        cache = SliceCache.open(cache_dir)
-        resumed = open_run(run_dir, options, overrides)
-        model_values, augmentation = split_overrides(overrides)
+        cache, resumed, model_values, augmentation = open_slice_run(cache_dir, run_dir, options, overrides)
         if resumed is None:
             config = run_config(cache, model_values)
         else:
             config = load_config(run_dir / CONFIG_FILE)
-            augmentation = dataclass_from_json(AugmentConfig, resumed["augment"])
         torch.manual_seed(options.seed)
         task = VQVAETask(config, cache, augmentation, options)
         check_grid(config, task.model)
@@ -364,14 +374,11 @@ def train_vae(
     cluster = start_cluster(options.device)
     try:
         run_dir = Path(run_dir)
-        cache = SliceCache.open(cache_dir)
-        resumed = open_run(run_dir, options, overrides)
-        model_values, augmentation = split_overrides(overrides)
+        cache, resumed, model_values, augmentation = open_slice_run(cache_dir, run_dir, options, overrides)
         if resumed is None:
             config = vae_run_config(cache, model_values, beta)
         else:
             config = load_vae_config(run_dir / CONFIG_FILE)
-            augmentation = dataclass_from_json(AugmentConfig, resumed["augment"])
             if beta is not None and beta != config.vae.beta:
                 raise ValueError(f"a resumed run keeps its beta ({config.vae.beta}): drop --beta")
         torch.manual_seed(options.seed)
