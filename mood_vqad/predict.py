@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mood_vqad.baselines import VAEDetector
+from mood_vqad.baselines.detector import VAEDetector
 from mood_vqad.config import REGION_DEFAULTS, method_family
-from mood_vqad.detector import Detector
+from mood_vqad.inference.detector import Detector
+from mood_vqad.inference.weights import WeightsError, vae_weights_dir
 from mood_vqad.io import (
     CaseError,
     check_output_dir,
@@ -20,7 +21,6 @@ from mood_vqad.io import (
     write_pixel_map,
     write_sample_score,
 )
-from mood_vqad.weights import WeightsError, vae_weights_dir
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ def child(spec: dict) -> dict:
 
     import torch
 
-    from mood_vqad.detector import Detector
+    from mood_vqad.inference.detector import Detector
+    from mood_vqad.inference.timing import StageTimer
     from mood_vqad.io import load_volume, write_pixel_map, write_sample_score
     from mood_vqad.predict import resolve_device
-    from mood_vqad.timing import StageTimer
 
     device = resolve_device(spec["device"])
     detector = Detector.load(Path(spec["weights"]) / spec["region"], device)
@@ -127,8 +127,8 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(REPO))
-    from mood_vqad.sources import default_cache
-    from mood_vqad.weights import default_weights_dir
+    from mood_vqad.data.sources import default_cache
+    from mood_vqad.inference.weights import default_weights_dir
 
     weights = args.weights or default_weights_dir()
     data = args.data or default_cache() / "data"

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mood_vqad.augment import AugmentConfig
 from mood_vqad.config import REGIONS, TrainOptions, model_defaults, with_overrides
-from mood_vqad.loop import Trainer, start_cluster
-from mood_vqad.prepare import SliceCache
-from mood_vqad.train import PriorTask, VQVAETask
+from mood_vqad.training.augment import AugmentConfig
+from mood_vqad.training.cache import SliceCache
+from mood_vqad.training.loop import Trainer, start_cluster
+from mood_vqad.training.tasks import PriorTask, VQVAETask
 
 
 def time_steps(trainer: Trainer, steps: int, warmup: int) -> float:

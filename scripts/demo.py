@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from mood_vqad.sources import default_cache
-from mood_vqad.weights import default_weights_dir
+from mood_vqad.data.sources import default_cache
+from mood_vqad.inference.weights import default_weights_dir
 
 # Settings chosen so the CPU finishes in minutes; a GPU runs the config defaults (every 8th slice, 15).
 CPU_SETTINGS = ["--slice-stride", "8", "--restorations", "4"]

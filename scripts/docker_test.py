@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from mood_vqad.config import ABDOM, BRAIN, ModelConfig, PriorConfig, VQVAEConfig
-from mood_vqad.prior import PixelSNAIL
-from mood_vqad.vqvae import VQVAE
-from mood_vqad.weights import save_weights
+from mood_vqad.inference.weights import save_weights
+from mood_vqad.nets.pixelsnail import PixelSNAIL
+from mood_vqad.nets.vqvae import VQVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "docker-test"  # git-ignored; its weights/ is in the build context (.dockerignore)

@@ -1,49 +1,14 @@
-"""Shared fixtures: tiny randomly initialised models saved in the real weights format, small volumes."""
+"""Shared fixtures: tiny randomly initialised models saved in the real weights format."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
-import torch
+from helpers import tiny_config, tiny_models
 
-from mood_vqad.config import ABDOM, BRAIN, ModelConfig, PriorConfig, RegionConfig, VQVAEConfig
-from mood_vqad.prior import PixelSNAIL
-from mood_vqad.vqvae import VQVAE
-from mood_vqad.weights import save_weights
-
-TINY_VQVAE = VQVAEConfig(channels=(4, 8, 16), res_blocks=1, num_codes=16, code_dim=8)
-TINY_PRIOR = PriorConfig(num_codes=16, grid=(8, 8), channels=16, blocks=2, res_blocks=1, attention_dim=8)
-
-
-def tiny_config(region: RegionConfig, **changes: object) -> ModelConfig:
-    """A model config small enough for CPU tests: 32x32 slices, 8x8 code grids, 16 codes."""
-    region = dataclasses.replace(region, slice_size=32, slice_stride=4, restorations=3, **changes)
-    return ModelConfig(region=region, vqvae=TINY_VQVAE, prior=TINY_PRIOR)
-
-
-def tiny_models(config: ModelConfig, seed: int = 0) -> tuple[VQVAE, PixelSNAIL]:
-    """Randomly initialised models of a config, in eval mode."""
-    torch.manual_seed(seed)
-    return VQVAE(config.vqvae).eval(), PixelSNAIL(config.prior).eval()
-
-
-def phantom(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """A smooth ellipsoid 'organ' in [0, 1] with background exactly 0."""
-    rng = np.random.default_rng(seed)
-    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    inside = sum(g**2 / r**2 for g, r in zip(grids, (0.8, 0.7, 0.75), strict=True)) < 1
-    texture = 0.5 + 0.3 * np.sin(3 * grids[0]) * np.cos(2 * grids[1]) + 0.05 * rng.standard_normal(shape)
-    return np.clip(texture, 0.1, 1.0).astype(np.float32) * inside
-
-
-def save_nifti(path: Path, data: np.ndarray) -> Path:
-    """Write an array as a NIfTI file with an identity affine."""
-    nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4)), str(path))
-    return path
+from mood_vqad.config import ABDOM, BRAIN
+from mood_vqad.inference.weights import save_weights
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,16 @@
 """The command line end to end in a subprocess, as a user runs it; outputs read as the challenge does."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import phantom, save_nifti
-from test_io import unwritable_dir
+from helpers import phantom, run_cli, save_nifti, unwritable_dir
 
 from mood_vqad.predict import detect_region
 
 CASES = {"a.nii.gz": (32, 32, 32), "b.nii.gz": (32, 40, 32), "c.nii.gz": (64, 64, 64)}
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    command = [sys.executable, "-m", "mood_vqad", "--no-progress", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import pytest
 
 from mood_vqad.config import BRAIN, REGIONS, model_defaults, to_dict, with_overrides
-from mood_vqad.vqvae import VQVAE
+from mood_vqad.nets.vqvae import VQVAE
 
 
 @pytest.mark.parametrize("region", REGIONS)

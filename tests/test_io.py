@@ -5,19 +5,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import phantom, save_nifti
+from helpers import phantom, save_nifti, unwritable_dir
 
 from mood_vqad.io import CaseError, check_output_dir, list_cases, load_volume, write_sample_score
-
-
-def unwritable_dir(tmp_path):
-    """A folder this process cannot create files in (root ignores permission bits, but not sysfs)."""
-    if os.geteuid() == 0:
-        return "/sys"
-    path = tmp_path / "locked"
-    path.mkdir()
-    path.chmod(0o555)
-    return path
 
 
 def broken_cases(folder):

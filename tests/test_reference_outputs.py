@@ -15,8 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import phantom, save_nifti
-from test_cli import run_cli
+from helpers import phantom, run_cli, save_nifti
 
 REFERENCE = Path(__file__).parent / "reference"
 DIGESTS = REFERENCE / "outputs.json"

@@ -5,13 +5,11 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import phantom, save_nifti, tiny_config
-from test_cli import run_cli
-from test_train import cli_flags
+from helpers import cli_flags, phantom, run_cli, save_nifti, tiny_config
 
 from mood_vqad.config import BRAIN, load_vae_config
-from mood_vqad.runs import read_log
-from mood_vqad.weights import load_vae_weights
+from mood_vqad.inference.weights import load_vae_weights
+from mood_vqad.training.runs import read_log
 
 SHAPE = (32, 32, 32)
 FLAGS = {

@@ -1,0 +1,161 @@
+"""One region's loaded models and the two scores of a volume: sample (likelihood) and pixel (restoration)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mood_vqad.config import METHODS, ModelConfig
+from mood_vqad.inference.restore import RestoreRule, batched_nll, restore, restore_naive
+from mood_vqad.inference.scores import map_sample_score, residual_map, sample_score, squash
+from mood_vqad.inference.slicing import ScoredSlices, maps_to_volume, scored_slices, zero_background
+from mood_vqad.inference.timing import StageTimer
+from mood_vqad.inference.weights import load_weights
+from mood_vqad.nets.pixelsnail import PixelSNAIL
+from mood_vqad.nets.vqvae import VQVAE
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Inference settings: the region config's defaults, each overridable from the command line."""
+
+    slice_stride: int
+    restorations: int
+    rule: RestoreRule
+    batch_size: int = 256
+    seed: int = 0
+    progress: bool = False
+    method: str = "vqvae-restoration"
+    reference: bool = False  # restore with the naive loop (benchmarks and tests compare it with ours)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+
+
+@dataclass
+class Encoded(ScoredSlices):
+    """A volume's scored slices and their code grids."""
+
+    codes: torch.Tensor  # (S, h, w)
+
+
+class Detector:
+    """VQ-VAE + PixelSNAIL of one region, ready to score volumes."""
+
+    def __init__(self, config: ModelConfig, vqvae: VQVAE, prior: PixelSNAIL, device: torch.device):
+        self.config = config
+        self.region = config.region
+        self.vqvae = vqvae.to(device).eval()
+        self.prior = prior.to(device).eval()
+        self.device = device
+        self.timer = StageTimer()
+
+    @classmethod
+    def load(cls, directory: Path, device: torch.device) -> Detector:
+        """Load a region's weights folder (raises WeightsError)."""
+        config, vqvae, prior = load_weights(directory, device)
+        return cls(config, vqvae, prior, device)
+
+    def settings(
+        self,
+        slice_stride: int | None = None,
+        restorations: int | None = None,
+        masking: str | None = None,
+        neighbour_rule: bool | None = None,
+        **kwargs: object,
+    ) -> Settings:
+        """Settings from the region config, with any argument that is not None taking precedence."""
+        r = self.region
+        rule = RestoreRule(
+            threshold=r.restore_threshold,
+            masking=masking or r.masking,
+            neighbour=r.neighbour_rule if neighbour_rule is None else neighbour_rule,
+        )
+        return Settings(
+            slice_stride=slice_stride or r.slice_stride,
+            restorations=restorations or r.restorations,
+            rule=rule,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def encode(self, volume: np.ndarray, settings: Settings) -> Encoded:
+        """Normalise, pick and resize slices, and encode them to code grids."""
+        with self.timer("encode"):
+            scored = scored_slices(volume, self.region, settings.slice_stride, self.device)
+            slices, position, b = scored.slices, scored.position, settings.batch_size
+            chunks = range(0, len(slices), b)
+            codes = [self.vqvae.encode(slices[s : s + b], position[s : s + b]) for s in chunks]
+            empty = torch.zeros(0, *self.config.prior.grid, dtype=torch.long, device=self.device)
+            return Encoded(scored.indices, position, slices, torch.cat(codes) if codes else empty)
+
+    def code_nll(self, encoded: Encoded, settings: Settings) -> torch.Tensor:
+        """Teacher-forced per-code NLL of the encoded slices: (S, h, w); S = 0 without foreground."""
+        if len(encoded.indices) == 0:
+            return encoded.codes.float()
+        with self.timer("likelihood"):
+            return batched_nll(self.prior, encoded.codes, encoded.position, settings.batch_size)
+
+    def sample_score(self, volume: np.ndarray, settings: Settings) -> float:
+        """The sample task's score in [0, 1): thresholded NLL sum of the volume's codes, squashed.
+
+        vqvae-rec has no likelihood: its score is a high percentile of its pixel map.
+        """
+        if settings.method == "vqvae-rec":
+            return map_sample_score(self.pixel_scores(volume, settings))
+        nll = self.code_nll(self.encode(volume, settings), settings)
+        raw = sample_score(nll, self.region.sample_threshold, settings.slice_stride)
+        return float(squash(raw, self.region.sample_scale))
+
+    @torch.no_grad()
+    def restorations(self, encoded: Encoded, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+        """Restored code grids (S*N, h, w), the N restorations of a slice adjacent, and their positions."""
+        if settings.method == "vqvae-rec":
+            return encoded.codes, encoded.position
+        n, b = settings.restorations, settings.batch_size
+        codes = encoded.codes.repeat_interleave(n, dim=0)  # (S*N, h, w)
+        position = encoded.position.repeat_interleave(n)
+        generator = torch.Generator().manual_seed(settings.seed)
+        uniform = torch.rand(codes.shape[0], codes[0].numel(), generator=generator).to(self.device)
+        if settings.reference:
+            with self.timer("restoration"):
+                return restore_naive(self.prior, codes, position, settings.rule, uniform, b), position
+        nll = self.code_nll(encoded, settings).repeat_interleave(n, dim=0)  # once per slice, not per copy
+        with self.timer("restoration"):
+            restored = restore(self.prior, codes, position, settings.rule, uniform, b, settings.progress, nll)
+        return restored, position
+
+    @torch.no_grad()
+    def residuals(self, encoded: Encoded, settings: Settings) -> torch.Tensor:
+        """Weighted mean distance between each slice and its restorations: (S, size, size)."""
+        restored, position = self.restorations(encoded, settings)
+        n, b = len(restored) // len(encoded.indices), settings.batch_size
+        out = []
+        per_chunk = max(1, b // n)  # slices whose N restorations are decoded in one batch
+        with self.timer("decode"):
+            for s in range(0, len(encoded.indices), per_chunk):
+                rows = slice(s * n, (s + per_chunk) * n)
+                decoded = self.vqvae.decode(restored[rows], position[rows])  # (s*N, 1, size, size)
+                x = encoded.slices[s : s + per_chunk]
+                restored_x = decoded.view(len(x), n, *decoded.shape[1:])  # (s, N, 1, size, size)
+                out.append(residual_map(x, restored_x, self.region.weight_temperature))
+            return torch.cat(out)
+
+    def filtered_residuals(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
+        """The pixel map before squashing: filtered restoration residuals at the volume's shape."""
+        encoded = self.encode(volume, settings)
+        if len(encoded.indices) == 0:
+            return np.zeros(volume.shape, dtype=np.float32)
+        residuals = self.residuals(encoded, settings)
+        with self.timer("post-filter"):
+            return maps_to_volume(residuals, encoded.indices, volume.shape, self.region)
+
+    def pixel_scores(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
+        """The pixel task's map in [0, 1) with the volume's exact shape."""
+        residuals = self.filtered_residuals(volume, settings)
+        with self.timer("post-filter"):
+            return zero_background(squash(residuals, self.region.pixel_scale), volume, self.region)

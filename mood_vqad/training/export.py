@@ -1,0 +1,203 @@
+"""A prior run (with its VQ-VAE) or a VAE run exported as the weights folder predict reads, with a card."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mood_vqad import __version__
+from mood_vqad.config import ModelConfig, VAEModelConfig
+from mood_vqad.inference.weights import save_vae_weights, save_weights, vae_weights_dir
+from mood_vqad.training.runs import (
+    CALIBRATION_FILE,
+    CHECKPOINT_FILE,
+    RUN_FILE,
+    final_losses,
+    load_checkpoint,
+    load_run_models,
+    load_vae_run,
+    read_json,
+    run_kind,
+)
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "MODEL_CARD.md"
+
+
+def _losses(final: dict[str, dict[str, Any]]) -> str:
+    """'train loss 0.0123 (step 1000), val loss 0.0150 (step 1000)' from a run's last log entries."""
+    parts = [
+        f"{split} loss {entry['loss']:.4g} (step {entry['step']})" for split, entry in sorted(final.items())
+    ]
+    return ", ".join(parts) or "not logged"
+
+
+def _retrain_commands(run: dict[str, Any], config: ModelConfig, prior_step: int) -> str:
+    """The commands that rebuild these weights: the runs' options, with the steps they really took."""
+
+    def flags(options: dict[str, Any], step: int) -> str:
+        keys = ("batch_size", "lr", "seed", "val_fraction")
+        return f"--steps {step} " + " ".join(f"--{k.replace('_', '-')} {options[k]}" for k in keys)
+
+    region = config.region.name
+    return "\n".join(
+        [
+            f"mood-vqad prepare DATA_DIR CACHE_DIR --region {region} --config CONFIG.json",
+            f"mood-vqad train vqvae CACHE_DIR VQVAE_RUN --config CONFIG.json "
+            f"{flags(run['vqvae_run']['options'], run['vqvae_run']['step'])}",
+            f"mood-vqad train prior CACHE_DIR PRIOR_RUN --vqvae VQVAE_RUN --config CONFIG.json "
+            f"{flags(run['options'], prior_step)}{' --augment-codes' if run.get('augment') else ''}",
+            "mood-vqad calibrate PRIOR_RUN HOLDOUT_DIR",
+            "mood-vqad export PRIOR_RUN WEIGHTS_DIR",
+        ]
+    )
+
+
+def _augmentation(vqvae_run: Path) -> str:
+    """The VQ-VAE run's augmentation settings, one line (or why they are unknown)."""
+    path = vqvae_run / RUN_FILE
+    if not path.is_file():
+        return f"not recorded ({path} is gone)"
+    augment = read_json(path).get("augment", {})
+    return ", ".join(f"{k} {v}" for k, v in augment.items()) or "none"
+
+
+def model_card(run_dir: Path, config: ModelConfig, half: bool, notes: str = "") -> str:
+    """A Markdown description of exported weights: data, training, calibration, notes, how to retrain."""
+    run = read_json(Path(run_dir) / RUN_FILE)
+    data, vqvae_info = run["data"], run["vqvae_run"]
+    prior_step = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE)["step"]
+    calibration_path = Path(run_dir) / CALIBRATION_FILE
+    calibration = read_json(calibration_path) if calibration_path.is_file() else None
+    region = config.region
+    lines = [
+        f"# mood-vqad weights: {region.name}",
+        "",
+        f"Exported {datetime.now(timezone.utc).isoformat(timespec='seconds')} by mood-vqad {__version__}"
+        f" from `{Path(run_dir).resolve()}`; {'fp16' if half else 'fp32'} storage, checked by SHA256SUMS.",
+        "VQ-VAE (2D, slice-wise) + PixelSNAIL prior; latent-space restoration (Marimont & Tarroni 2021).",
+        "",
+        "## Data",
+        "",
+        f"Slice cache `{data['cache']}`, prepared from `{data['source']}`: {len(data['volumes'])} volumes,"
+        f" {data['train_slices']} training and {data['val_slices']} validation slices.",
+        "",
+        f"Volumes ({len(data['val_volumes'])} held out for validation, marked *):",
+        "",
+        *[f"- {name}{' *' if name in data['val_volumes'] else ''}" for name in data["volumes"]],
+        "",
+        "## Training",
+        "",
+        f"- VQ-VAE: {vqvae_info['step']} steps; {_losses(vqvae_info['final'])}; run `{vqvae_info['path']}`",
+        f"- Prior: {prior_step} steps; {_losses(final_losses(run_dir))};"
+        f" {'codes of augmented slices' if run.get('augment') else 'codes of the un-augmented slices'}",
+        f"- VQ-VAE augmentation:"
+        f" {_augmentation(Path(vqvae_info['path']))}. Augmentation transforms the same volumes:"
+        " it adds no new subjects.",
+        "",
+        "## Calibration",
+        "",
+    ]
+    if calibration is None:
+        lines.append("Not calibrated: the thresholds and scales below are the config's defaults.")
+    else:
+        lines.append(
+            f"On {len(calibration['volumes'])} held-out normal volumes from `{calibration['holdout']}`"
+            f" ({calibration['date']}), percentiles {json.dumps(calibration['percentiles'])}."
+        )
+    lines += [
+        "",
+        f"- sample_threshold {region.sample_threshold:.4g} nats, sample_scale {region.sample_scale:.4g}",
+        f"- restore_threshold {region.restore_threshold:.4g} nats, pixel_scale {region.pixel_scale:.4g}",
+        "",
+        "## Retraining",
+        "",
+        "CONFIG.json: this folder's config.json (model sizes and region settings).",
+        "",
+        "```",
+        _retrain_commands(run, config, prior_step),
+        "```",
+        "",
+    ]
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
+    return "\n".join(lines)
+
+
+def vae_model_card(run_dir: Path, config: VAEModelConfig, half: bool, notes: str = "") -> str:
+    """A Markdown description of exported VAE weights: data, training, scales, and how to retrain."""
+    run = read_json(Path(run_dir) / RUN_FILE)
+    data, options = run["data"], run["options"]
+    step = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE)["step"]
+    region, vae, scales = config.region.name, config.vae, config.scales
+    stored = "fp16" if half else "fp32"
+    calibrated = "calibrated on held-out normal volumes" if scales.calibrated else "defaults, not calibrated"
+    scale_values = ", ".join(
+        f"{k} {v:.4g}" for k, v in dataclasses.asdict(scales).items() if k != "calibrated"
+    )
+    held_out = ", ".join(data["val_volumes"]) or "none"
+    flags = " ".join(
+        f"--{k.replace('_', '-')} {options[k]}" for k in ("steps", "batch_size", "lr", "seed", "val_fraction")
+    )
+    return "\n".join(
+        [
+            f"# mood-vqad weights: {region} VAE baseline (beta {vae.beta:g})",
+            "",
+            f"Exported {datetime.now(timezone.utc).isoformat(timespec='seconds')} by mood-vqad {__version__}"
+            f" from `{Path(run_dir).resolve()}`; {stored} storage, checked by SHA256SUMS.",
+            "2D (beta-)VAE over slices, spatial latent; the localisation predictors of Zimmerer et al. 2019"
+            " and the energy projection of Dehaene et al. 2020 (`--method vae-*`).",
+            "",
+            f"- Data: `{data['cache']}` ({data['train_slices']} training, {data['val_slices']} validation"
+            f" slices; held out: {held_out})",
+            f"- Training: {step} steps; {_losses(final_losses(run_dir))}",
+            f"- Network: channels {list(vae.channels)}, {vae.latent_channels} latent channels,"
+            f" {vae.rec_loss} reconstruction, beta {vae.beta:g}",
+            f"- Scales ({calibrated}): {scale_values}",
+            "",
+            "## Retraining",
+            "",
+            "```",
+            f"mood-vqad prepare DATA_DIR CACHE_DIR --region {region} --config CONFIG.json",
+            f"mood-vqad train vae CACHE_DIR VAE_RUN --config CONFIG.json --beta {vae.beta:g} {flags}",
+            "mood-vqad calibrate VAE_RUN HOLDOUT_DIR",
+            "mood-vqad export VAE_RUN WEIGHTS_DIR",
+            "```",
+            "",
+            *(["## Notes", "", notes.strip(), ""] if notes else []),
+        ]
+    )
+
+
+def export_vae(run_dir: Path, weights_dir: Path, half: bool = False, notes: str = "") -> Path:
+    """Write WEIGHTS_DIR/<region>-vae/ (config, vae.pt, SHA256SUMS, model card); returns that folder."""
+    config, vae = load_vae_run(run_dir)
+    target = vae_weights_dir(weights_dir, config.region.name)
+    if not config.scales.calibrated:
+        log.warning("%s is not calibrated: exporting the default map scales", run_dir)
+    save_vae_weights(target, config, vae, half=half)
+    (target / CARD_FILE).write_text(vae_model_card(Path(run_dir), config, half, notes))
+    log.info("exported %s VAE weights to %s", config.region.name, target)
+    return target
+
+
+def export(run_dir: Path, weights_dir: Path, half: bool = False, notes: str = "") -> Path:
+    """Write WEIGHTS_DIR/<region>/ (config, weights, SHA256SUMS, model card with `notes`); returns it.
+
+    A VAE run goes to WEIGHTS_DIR/<region>-vae/ instead.
+    """
+    if run_kind(run_dir) == "vae":
+        return export_vae(run_dir, weights_dir, half, notes)
+    config, vqvae, prior = load_run_models(run_dir)
+    target = Path(weights_dir) / config.region.name
+    if not (Path(run_dir) / CALIBRATION_FILE).is_file():
+        log.warning("%s is not calibrated: exporting the config's default thresholds and scales", run_dir)
+    save_weights(target, config, vqvae, prior, half=half)
+    (target / CARD_FILE).write_text(model_card(Path(run_dir), config, half, notes))
+    log.info("exported %s weights to %s", config.region.name, target)
+    return target

@@ -1,0 +1,141 @@
+"""The run folder: what `train` writes and `calibrate` / `export` read.
+
+RUN/config.json      the run's ModelConfig (calibrate writes its thresholds and scales here)
+RUN/run.json         kind (vqvae, prior, vae), cache, options, validation volumes; a prior run adds its VQ-VAE
+RUN/checkpoint.pt    model, optimizer, scaler and step; loads with torch.load(weights_only=True)
+RUN/log.jsonl        one line per logged step and split (train / val) with the losses
+RUN/curves.png       the logged curves
+RUN/vqvae.pt, RUN/codes.npy   (prior runs) the VQ-VAE's weights and the code grids of the cached slices
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mood_vqad.config import ModelConfig, VAEModelConfig, load_config, load_vae_config
+from mood_vqad.inference.weights import CONFIG_FILE, VQVAE_FILE
+from mood_vqad.io import write_atomic
+from mood_vqad.nets.pixelsnail import PixelSNAIL
+from mood_vqad.nets.vae import VAE
+from mood_vqad.nets.vqvae import VQVAE
+
+RUN_FILE = "run.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+CURVES_FILE = "curves.png"
+CODES_FILE = "codes.npy"
+CALIBRATION_FILE = "calibration.json"
+CHECKPOINT_FORMAT = 1
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file as a dict."""
+    return json.loads(Path(path).read_text())
+
+
+def write_json(path: Path, values: dict[str, Any]) -> None:
+    """Write a dict as indented JSON, atomically."""
+    write_atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(values, indent=2) + "\n"))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically, so that a crash while saving keeps the previous one."""
+    write_atomic(Path(path), lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint on the CPU; tensors and plain containers only."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    return state
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    """Every entry of a run's log, in order (empty if there is none yet)."""
+    path = Path(run_dir) / LOG_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_log(run_dir: Path, step: int) -> None:
+    """Drop entries logged after `step`, e.g. past the checkpoint a resumed run restarts from."""
+    kept = [entry for entry in read_log(run_dir) if entry["step"] <= step]
+    text = "".join(json.dumps(entry) + "\n" for entry in kept)
+    write_atomic(Path(run_dir) / LOG_FILE, lambda tmp: tmp.write_text(text))
+
+
+def append_log(run_dir: Path, entry: dict[str, Any]) -> None:
+    """Add one entry to a run's log."""
+    with open(Path(run_dir) / LOG_FILE, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def final_losses(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The last logged train and val entries of a run: {"train": {...}, "val": {...}} (missing if never)."""
+    last: dict[str, dict[str, Any]] = {}
+    for entry in read_log(run_dir):
+        last[entry["split"]] = entry
+    return last
+
+
+def plot_curves(run_dir: Path) -> None:
+    """Draw every logged metric against the step, train and val, into curves.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = read_log(run_dir)
+    names = [k for k in dict.fromkeys(k for e in entries for k in e) if k not in ("step", "split", "time")]
+    if not names:
+        return
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for split in ("train", "val"):
+            points = [(e["step"], e[name]) for e in entries if e["split"] == split and name in e]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=split, marker="." if split == "val" else None)
+        if name in ("loss", "rec_loss", "commitment"):
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(Path(run_dir) / CURVES_FILE, dpi=100)
+    plt.close(fig)
+
+
+def load_run_models(run_dir: Path) -> tuple[ModelConfig, VQVAE, PixelSNAIL]:
+    """A prior run's config, VQ-VAE and prior (latest checkpoint), in eval mode on the CPU."""
+    run_dir = Path(run_dir)
+    run = read_json(run_dir / RUN_FILE)
+    if run.get("kind") != "prior":
+        raise ValueError(f"{run_dir}: a {run.get('kind')} run; a prior run holds both models")
+    config = load_config(run_dir / CONFIG_FILE)
+    vqvae, prior = VQVAE(config.vqvae), PixelSNAIL(config.prior)
+    vqvae.load_state_dict(torch.load(run_dir / VQVAE_FILE, map_location="cpu", weights_only=True))
+    prior.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_FILE)["model"])
+    return config, vqvae.eval(), prior.eval()
+
+
+def run_kind(run_dir: Path) -> str | None:
+    """The kind of a run folder (vqvae, prior or vae), None if it is not one."""
+    path = Path(run_dir) / RUN_FILE
+    return read_json(path).get("kind") if path.is_file() else None
+
+
+def load_vae_run(run_dir: Path) -> tuple[VAEModelConfig, VAE]:
+    """A VAE run's config and model (latest checkpoint), in eval mode on the CPU."""
+    run_dir = Path(run_dir)
+    if run_kind(run_dir) != "vae":
+        raise ValueError(f"{run_dir}: a {run_kind(run_dir)} run, not a VAE run")
+    config = load_vae_config(run_dir / CONFIG_FILE)
+    vae = VAE(config.vae)
+    vae.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_FILE)["model"])
+    return config, vae.eval()

@@ -1,0 +1,115 @@
+"""Restoration: the fast path equals the naive loop draw for draw; nothing changes below threshold."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import phantom, tiny_config, tiny_models
+
+from mood_vqad.config import BRAIN, PriorConfig
+from mood_vqad.inference.detector import Detector
+from mood_vqad.inference.restore import (
+    RestoreRule,
+    batched_nll,
+    later_neighbour_unlikely,
+    resample_mask,
+    restore,
+    restore_naive,
+    sample_codes,
+)
+from mood_vqad.nets.pixelsnail import PixelSNAIL
+
+CONFIG = PriorConfig(
+    num_codes=10, grid=(5, 6), channels=16, blocks=2, res_blocks=1, attention_dim=8, dropout=0.0
+)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    prior = PixelSNAIL(CONFIG).double().eval()
+    generator = torch.Generator().manual_seed(2)
+    codes = torch.randint(0, CONFIG.num_codes, (8, *CONFIG.grid), generator=generator)
+    position = torch.rand(8, generator=generator, dtype=torch.float64) - 0.5
+    uniform = torch.rand(8, codes[0].numel(), generator=generator)
+    nll = batched_nll(prior, codes, position, 3)
+    return prior, codes, position, uniform, float(nll.quantile(0.7))
+
+
+@pytest.mark.parametrize("masking", ["dynamic", "static"])
+@pytest.mark.parametrize("neighbour", [False, True])
+def test_fast_restoration_equals_naive_loop(setup, masking, neighbour):
+    prior, codes, position, uniform, threshold = setup
+    rule = RestoreRule(threshold, masking, neighbour)
+    naive = restore_naive(prior, codes, position, rule, uniform, batch_size=3)
+    fast = restore(prior, codes, position, rule, uniform, batch_size=3)
+    assert torch.equal(naive, fast)
+    assert (fast != codes).any(), "the threshold should make the test resample something"
+
+
+@pytest.mark.parametrize("masking", ["dynamic", "static"])
+def test_static_rule_only_touches_the_initial_mask(setup, masking):
+    prior, codes, position, uniform, threshold = setup
+    rule = RestoreRule(threshold, masking)
+    changed = restore(prior, codes, position, rule, uniform, batch_size=8) != codes
+    if masking == "static":
+        assert not (changed & ~resample_mask(batched_nll(prior, codes, position, 8), rule)).any()
+
+
+@pytest.mark.parametrize("masking", ["dynamic", "static"])
+@pytest.mark.parametrize("neighbour", [False, True])
+def test_nothing_changes_when_no_code_is_unlikely(setup, masking, neighbour):
+    prior, codes, position, uniform, _ = setup
+    rule = RestoreRule(1e9, masking, neighbour)
+    assert torch.equal(restore(prior, codes, position, rule, uniform), codes)
+    assert torch.equal(restore_naive(prior, codes, position, rule, uniform), codes)
+
+
+@pytest.mark.parametrize("masking", ["dynamic", "static"])
+def test_restoration_below_threshold_equals_plain_reconstruction(masking):
+    config = tiny_config(BRAIN, restore_threshold=1e9, masking=masking)
+    detector = Detector(config, *tiny_models(config), torch.device("cpu"))
+    volume = phantom((32, 32, 32))
+    settings = detector.settings(restorations=2)
+    encoded = detector.encode(volume, settings)
+    residual = detector.residuals(encoded, settings)
+    with torch.no_grad():
+        recon = detector.vqvae.decode(encoded.codes, encoded.position)
+    torch.testing.assert_close(residual, (recon - encoded.slices).abs()[:, 0])
+    floor = detector.settings(method="vqvae-rec")
+    torch.testing.assert_close(detector.residuals(encoded, floor), residual)
+    assert 0.0 <= detector.sample_score(volume, floor) < 1.0
+
+
+@pytest.mark.parametrize("masking", ["dynamic", "static"])
+def test_detector_restores_exactly_as_the_naive_loop(masking):
+    config = tiny_config(BRAIN, restore_threshold=3.0, masking=masking)
+    detector = Detector(config, *tiny_models(config), torch.device("cpu"))
+    encoded = detector.encode(phantom((32, 32, 32)), detector.settings(slice_stride=4))
+    fast, _ = detector.restorations(encoded, detector.settings(restorations=3))
+    naive, _ = detector.restorations(encoded, detector.settings(restorations=3, reference=True))
+    assert not torch.equal(fast, encoded.codes.repeat_interleave(3, dim=0))  # some codes were resampled
+    assert torch.equal(fast, naive)
+
+
+def test_unknown_method_is_refused():
+    config = tiny_config(BRAIN)
+    detector = Detector(config, *tiny_models(config), torch.device("cpu"))
+    with pytest.raises(ValueError, match="vqvae-rec"):
+        detector.settings(method="vae")
+
+
+def test_neighbour_rule_needs_a_later_unlikely_neighbour():
+    unlikely = torch.zeros(1, 3, 3, dtype=torch.bool)
+    unlikely[0, 1, 1] = True
+    later = later_neighbour_unlikely(unlikely)[0]
+    # (1, 1) is a later neighbour of (1, 0) [right] and of (0, 0), (0, 1), (0, 2) [row below].
+    expected = np.zeros((3, 3), dtype=bool)
+    expected[1, 0] = expected[0, 0] = expected[0, 1] = expected[0, 2] = True
+    assert np.array_equal(later.numpy(), expected)
+    assert not resample_mask(torch.where(unlikely, 9.0, 0.0), RestoreRule(5.0, neighbour=True)).any()
+
+
+def test_inverse_cdf_sampling_follows_the_softmax():
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]])).expand(4, 3)
+    drawn = sample_codes(logits, torch.tensor([0.1, 0.3, 0.69, 0.99]))
+    assert drawn.tolist() == [0, 1, 1, 2]

@@ -1,0 +1,59 @@
+"""Scores and the slice/volume round trip."""
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from mood_vqad.config import ABDOM, BRAIN
+from mood_vqad.inference.scores import post_filter, residual_map, restoration_weights, sample_score, squash
+from mood_vqad.inference.slicing import interpolate_slices, normalise, slice_indices, slices_to_volume
+
+
+def test_squash_is_monotone_in_unit_interval():
+    values = np.array([0.0, 1e-3, 1.0, 10.0, 1e6])
+    mapped = squash(values, 2.0)
+    assert mapped[0] == 0 and (np.diff(mapped) > 0).all() and mapped[-1] < 1
+
+
+def test_sample_score_sums_only_unlikely_codes():
+    nll = torch.tensor([[[1.0, 8.0], [7.0, 9.5]]])
+    assert sample_score(nll, threshold=7.0, slice_stride=2) == 2 * (8.0 + 9.5)
+
+
+def test_weights_favour_restorations_close_to_the_input():
+    x = torch.zeros(1, 1, 4, 4)
+    restored = torch.stack([torch.full((1, 4, 4), 0.1), torch.full((1, 4, 4), 1.0)])[None]  # (1, 2, 1, 4, 4)
+    weights = restoration_weights(x, restored, temperature=3.0)
+    assert weights[0, 0] > weights[0, 1] and torch.isclose(weights.sum(), torch.tensor(1.0))
+    torch.testing.assert_close(residual_map(x, restored, None), torch.full((1, 4, 4), 0.55))
+
+
+def test_post_filter_removes_isolated_voxels():
+    stack = np.zeros((9, 9, 9), dtype=np.float32)
+    stack[4, 4, 4] = 1.0
+    stack[:, :3, :3] = 1.0
+    out = post_filter(stack, 3, (3, 7, 7))
+    assert out[4, 4, 4] < 0.05 and out[4, 0, 0] > 0.1
+
+
+def test_brain_normalisation_and_foreground_slices():
+    volume = np.zeros((8, 8, 10), dtype=np.float32)
+    volume[2:6, 2:6, 3:7] = np.linspace(0.2, 1.0, 64).reshape(4, 4, 4)
+    volume[0, 0, 0] = 0.01  # below the low cut: background
+    normalised = normalise(volume, BRAIN)
+    inside = normalised[volume > 0.05]
+    assert abs(inside.mean()) < 1e-5 and abs(inside.std() - 1) < 1e-3
+    assert slice_indices(volume, BRAIN, 1).tolist() == [0, 3, 4, 5, 6]
+    assert slice_indices(volume, ABDOM, 3).tolist() == [0, 3, 6, 9]
+
+
+def test_slices_interpolate_and_return_to_the_input_shape():
+    maps = torch.stack([torch.zeros(4, 4), torch.ones(4, 4)])
+    filled = interpolate_slices(maps, np.array([2, 6]), 9)
+    assert (
+        filled[:3].max() == 0 and filled[6:].min() == 1 and torch.isclose(filled[4, 0, 0], torch.tensor(0.5))
+    )
+    region = dataclasses.replace(BRAIN, slice_axis=1)
+    out = slices_to_volume(filled.numpy(), (5, 9, 7), region)
+    assert out.shape == (5, 9, 7) and out[:, 8].min() == 1
