@@ -6,7 +6,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from mood_vqad.errors import ConfigError
 
 CONFIG_FORMAT = 1
 
@@ -132,6 +134,40 @@ class TrainOptions:
     progress: bool = True
 
 
+VAE_ENSEMBLE = ("rec", "kl-grad", "combi")  # vae-ensemble's maps unless told otherwise
+# vae-energy's projection (Dehaene et al.), tuned on synthetic anomalies of a held-out brain (z-scored
+# intensities): 10 steps of 0.02. Dehaene et al. run about 100 steps on [0, 1] images; here the update
+# grows with the cube of the residual, and steps of 0.05 diverged within 20 steps. More steps need a
+# proportionally smaller step size.
+ENERGY_ALPHA = 0.02  # step size
+ENERGY_LAMBDA = 0.1  # weight of ||x - x0||_1
+ENERGY_STEPS = 10
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What `predict` and `calibrate` take besides folders; every detector reads what it needs.
+
+    None means the region config's default; the energy options and members are the VAE baselines'.
+    """
+
+    region: str = "auto"
+    device: str = "auto"
+    method: str = "vqvae-restoration"
+    restorations: int | None = None
+    slice_stride: int | None = None
+    masking: str | None = None
+    neighbour_rule: bool | None = None
+    batch_size: int = 256
+    seed: int = 0
+    skip_existing: bool = False
+    progress: bool = True
+    energy_steps: int = ENERGY_STEPS
+    energy_alpha: float = ENERGY_ALPHA
+    energy_lambda: float = ENERGY_LAMBDA
+    members: tuple[str, ...] = VAE_ENSEMBLE
+
+
 BRAIN = RegionConfig()
 ABDOM = RegionConfig(
     name="abdom",
@@ -146,10 +182,12 @@ REGION_DEFAULTS = {"brain": BRAIN, "abdom": ABDOM}
 REGIONS = tuple(REGION_DEFAULTS)
 # vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction, no prior (a floor).
 VQVAE_METHODS = ("vqvae-restoration", "vqvae-rec")
-# The VAE baselines of seed 001 (see README, "Baselines"): one map per predictor and their ensemble.
+# The VAE baselines of Zimmerer et al. (see README, "Baselines"): one map per predictor and their ensemble.
 VAE_PREDICTORS = ("rec", "elbo-grad", "kl-grad", "combi", "energy")
 VAE_METHODS = tuple(f"vae-{name}" for name in VAE_PREDICTORS) + ("vae-ensemble",)
-METHODS = VQVAE_METHODS + VAE_METHODS
+# Each model family and its --method names; a new family is one entry here and one in predict.FAMILIES.
+FAMILY_METHODS = {"vqvae": VQVAE_METHODS, "vae": VAE_METHODS}
+METHODS = tuple(m for methods in FAMILY_METHODS.values() for m in methods)
 # The abdomen's 160 x 160 slices go through one more stride-2 stage, to a 10 x 10 code grid.
 ABDOM_VQVAE = VQVAEConfig(channels=(16, 32, 64, 128, 256))
 ABDOM_PRIOR = PriorConfig(grid=(10, 10))
@@ -158,6 +196,8 @@ ABDOM_PRIOR = PriorConfig(grid=(10, 10))
 @dataclass(frozen=True)
 class ModelConfig:
     """The three configs that make one region's model."""
+
+    family: ClassVar[str] = "vqvae"
 
     region: RegionConfig = field(default_factory=RegionConfig)
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
@@ -168,22 +208,26 @@ class ModelConfig:
 class VAEModelConfig:
     """What one region's VAE baseline needs: region settings, the network and the maps' scales."""
 
+    family: ClassVar[str] = "vae"
+
     region: RegionConfig = field(default_factory=RegionConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     scales: VAEScales = field(default_factory=VAEScales)
 
 
 def method_family(method: str) -> str:
-    """ "vae" for the VAE baselines, "vqvae" for the VQ-VAE methods (raises ValueError otherwise)."""
-    if method in VAE_METHODS:
-        return "vae"
-    if method in VQVAE_METHODS:
-        return "vqvae"
-    raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    """The model family of a --method, a key of FAMILY_METHODS (raises ConfigError otherwise)."""
+    for family, methods in FAMILY_METHODS.items():
+        if method in methods:
+            return family
+    raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
 
 
-def model_defaults(region: str) -> ModelConfig:
-    """The authors' model of a region: brain 20 x 20 code grids, abdomen 10 x 10 (raises KeyError)."""
+def model_defaults(region: str, family: str = "vqvae") -> Any:
+    """A region's default model: the authors' VQ-VAE (brain 20 x 20 code grids, abdomen 10 x 10), or the
+    default VAE baseline (raises KeyError for an unknown region)."""
+    if family == "vae":
+        return VAEModelConfig(region=REGION_DEFAULTS[region])
     if region == "abdom":
         return ModelConfig(region=ABDOM, vqvae=ABDOM_VQVAE, prior=ABDOM_PRIOR)
     return ModelConfig(region=REGION_DEFAULTS[region])
@@ -194,7 +238,7 @@ def dataclass_from_json(cls: type, values: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
@@ -203,64 +247,51 @@ def to_dict(config: ModelConfig | VAEModelConfig) -> dict[str, Any]:
     return {"format": CONFIG_FORMAT, **dataclasses.asdict(config)}
 
 
-def from_dict(values: dict[str, Any]) -> ModelConfig:
-    """Rebuild a ModelConfig from `to_dict`'s output."""
-    if values.get("format") != CONFIG_FORMAT:
-        raise ValueError(f"config format {values.get('format')!r}, expected {CONFIG_FORMAT}")
-    return ModelConfig(
-        region=dataclass_from_json(RegionConfig, values["region"]),
-        vqvae=dataclass_from_json(VQVAEConfig, values["vqvae"]),
-        prior=dataclass_from_json(PriorConfig, values["prior"]),
-    )
+def _sections(cls: type) -> dict[str, type]:
+    """A model config class's sections: {name: section dataclass}."""
+    defaults = cls()
+    return {f.name: type(getattr(defaults, f.name)) for f in dataclasses.fields(cls)}
 
 
-def with_overrides(config: ModelConfig, values: dict[str, Any]) -> ModelConfig:
-    """Replace some fields: values maps "region" / "vqvae" / "prior" to {field: value}; "format" is ignored.
+def config_class(values: dict[str, Any]) -> type[ModelConfig] | type[VAEModelConfig]:
+    """The family a config.json's content describes: a VAE baseline if it has a "vae" section."""
+    return VAEModelConfig if "vae" in values else ModelConfig
 
-    Accepts a partial file as well as a whole `to_dict` output; unknown sections or fields raise ValueError.
-    A shared file's VAE sections ("vae", "scales") are skipped.
+
+def with_overrides(config: ModelConfig | VAEModelConfig, values: dict[str, Any]) -> Any:
+    """Replace some fields: values maps a section ("region", "vqvae", ...) to {field: value}.
+
+    Accepts a partial file as well as a whole `to_dict` output; "format" and the other family's
+    sections (a file shared by both) are skipped; unknown sections or fields raise ConfigError.
     """
-    sections = {"region": RegionConfig, "vqvae": VQVAEConfig, "prior": PriorConfig}
-    unknown = set(values) - set(sections) - {"format", "vae", "scales"}
+    sections = _sections(type(config))
+    known = set().union(*(_sections(cls) for cls in (ModelConfig, VAEModelConfig)))
+    unknown = set(values) - known - {"format"}
     if unknown:
-        raise ValueError(f"unknown config sections: {sorted(unknown)}")
-    changed = {
-        name: dataclass_from_json(cls, {**dataclasses.asdict(getattr(config, name)), **values[name]})
-        for name, cls in sections.items()
-        if name in values
-    }
+        raise ConfigError(f"unknown config sections: {sorted(unknown)}")
+    try:
+        changed = {
+            name: dataclass_from_json(cls, {**dataclasses.asdict(getattr(config, name)), **values[name]})
+            for name, cls in sections.items()
+            if name in values
+        }
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
     return dataclasses.replace(config, **changed)
 
 
-VAE_SECTIONS = {"region": RegionConfig, "vae": VAEConfig, "scales": VAEScales}
-
-
-def vae_from_dict(values: dict[str, Any]) -> VAEModelConfig:
-    """Rebuild a VAEModelConfig from `to_dict`'s output."""
+def from_dict(values: dict[str, Any]) -> ModelConfig | VAEModelConfig:
+    """Rebuild a model config of either family from `to_dict`'s output (every section present)."""
     if values.get("format") != CONFIG_FORMAT:
-        raise ValueError(f"config format {values.get('format')!r}, expected {CONFIG_FORMAT}")
-    unknown = set(values) - set(VAE_SECTIONS) - {"format"}
+        raise ConfigError(f"config format {values.get('format')!r}, expected {CONFIG_FORMAT}")
+    cls = config_class(values)
+    missing = set(_sections(cls)) - set(values)
+    if missing:
+        raise ConfigError(f"missing {cls.__name__} sections: {sorted(missing)}")
+    unknown = set(values) - set(_sections(cls)) - {"format"}
     if unknown:
-        raise ValueError(f"unknown VAE config sections: {sorted(unknown)}")
-    return VAEModelConfig(**{k: dataclass_from_json(cls, values[k]) for k, cls in VAE_SECTIONS.items()})
-
-
-def vae_with_overrides(config: VAEModelConfig, values: dict[str, Any]) -> VAEModelConfig:
-    """Replace fields of the region / vae / scales sections; a shared file's VQ-VAE sections are skipped."""
-    unknown = set(values) - set(VAE_SECTIONS) - {"format", "vqvae", "prior"}
-    if unknown:
-        raise ValueError(f"unknown config sections: {sorted(unknown)}")
-    changed = {
-        name: dataclass_from_json(cls, {**dataclasses.asdict(getattr(config, name)), **values[name]})
-        for name, cls in VAE_SECTIONS.items()
-        if name in values
-    }
-    return dataclasses.replace(config, **changed)
-
-
-def is_vae_config(values: dict[str, Any]) -> bool:
-    """Whether a config.json's content describes a VAE baseline (else a VQ-VAE model)."""
-    return "vae" in values
+        raise ConfigError(f"unknown {cls.__name__} sections: {sorted(unknown)}")
+    return with_overrides(cls(), values)
 
 
 def save_config(config: ModelConfig | VAEModelConfig, path: Path) -> None:
@@ -268,11 +299,6 @@ def save_config(config: ModelConfig | VAEModelConfig, path: Path) -> None:
     Path(path).write_text(json.dumps(to_dict(config), indent=2) + "\n")
 
 
-def load_config(path: Path) -> ModelConfig:
-    """Read a model config written by `save_config`."""
+def load_config(path: Path) -> ModelConfig | VAEModelConfig:
+    """Read a model config of either family written by `save_config`."""
     return from_dict(json.loads(Path(path).read_text()))
-
-
-def load_vae_config(path: Path) -> VAEModelConfig:
-    """Read a VAE config written by `save_config`."""
-    return vae_from_dict(json.loads(Path(path).read_text()))

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
+from mood_vqad.errors import CaseError
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-class UserError(Exception):
-    """An error the user can act on: the command line prints its one-line message and exits with 1."""
-
-
-class CaseError(UserError):
-    """A case that cannot be processed; its message is one line naming the file and the cause."""
-
-    def __init__(self, path: Path | str, cause: str):
-        super().__init__(f"{Path(path).name}: {cause}")
-        self.path = Path(path)
-        self.cause = cause
 
 
 def list_cases(input_dir: Path) -> list[Path]:
@@ -105,3 +97,22 @@ def save_volume(path: Path, data: np.ndarray, affine: np.ndarray | None = None) 
     """Save an array as NIfTI atomically (identity affine by default)."""
     image = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
     write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file as a dict."""
+    return json.loads(Path(path).read_text())
+
+
+def write_json(path: Path, values: dict[str, Any]) -> None:
+    """Write a dict as indented JSON, atomically."""
+    write_atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(values, indent=2) + "\n"))

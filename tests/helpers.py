@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from mood_vqad.config import ModelConfig, PriorConfig, RegionConfig, VQVAEConfig
-from mood_vqad.nets.pixelsnail import PixelSNAIL
-from mood_vqad.nets.vqvae import VQVAE
+from mood_vqad.inference.weights import Modules, build_modules
 
 TINY_VQVAE = VQVAEConfig(channels=(4, 8, 16), res_blocks=1, num_codes=16, code_dim=8)
 TINY_PRIOR = PriorConfig(num_codes=16, grid=(8, 8), channels=16, blocks=2, res_blocks=1, attention_dim=8)
@@ -26,10 +25,10 @@ def tiny_config(region: RegionConfig, **changes: object) -> ModelConfig:
     return ModelConfig(region=region, vqvae=TINY_VQVAE, prior=TINY_PRIOR)
 
 
-def tiny_models(config: ModelConfig, seed: int = 0) -> tuple[VQVAE, PixelSNAIL]:
-    """Randomly initialised models of a config, in eval mode."""
+def tiny_models(config: ModelConfig, seed: int = 0) -> Modules:
+    """Randomly initialised models of a config as {file: module}, in eval mode."""
     torch.manual_seed(seed)
-    return VQVAE(config.vqvae).eval(), PixelSNAIL(config.prior).eval()
+    return {name: module.eval() for name, module in build_modules(config).items()}
 
 
 def phantom(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:

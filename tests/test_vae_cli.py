@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers import cli_flags, phantom, run_cli, save_nifti, tiny_config
 
-from mood_vqad.config import BRAIN, load_vae_config
-from mood_vqad.inference.weights import load_vae_weights
+from mood_vqad.config import BRAIN, load_config
+from mood_vqad.inference.weights import load_weights
 from mood_vqad.training.runs import read_log
 
 SHAPE = (32, 32, 32)
@@ -69,7 +69,7 @@ def pipeline(tmp_path_factory) -> dict:
 
 def test_train_vae_logs_both_splits_with_its_beta(pipeline):
     run = pipeline["root"] / "run"
-    config = load_vae_config(run / "config.json")
+    config = load_config(run / "config.json")
     assert config.vae.beta == 2.0 and config.vae.channels == (4, 8) and config.region.slice_size == 32
     entries = read_log(run)
     assert {e["split"] for e in entries} == {"train", "val"}
@@ -87,7 +87,7 @@ def test_calibration_and_export_write_the_vae_folder(pipeline):
         "config.json",
         "vae.pt",
     ]
-    config, _ = load_vae_weights(folder)
+    config, _ = load_weights(folder)
     assert config.scales.calibrated and config.scales.rec == pytest.approx(scales["rec"])
     assert "beta 2" in (folder / "MODEL_CARD.md").read_text()
 

@@ -1,4 +1,4 @@
-"""The VAE baselines of seed 001 as a detector with the VQ-VAE Detector's interface, and their calibration.
+"""The VAE baselines of Zimmerer et al. as a detector of the `inference.protocol.Detector` kind.
 
 Each predictor's slice maps (`vae_maps`) go through the predictor's own volume pipeline: slices picked
 and resized as for the VQ-VAE, maps interpolated between scored slices, post-filtered, resized back,
@@ -10,34 +10,31 @@ their pixel map.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from mood_vqad.baselines.maps import ENERGY_ALPHA, ENERGY_LAMBDA, ENERGY_STEPS, slice_elbo, slice_map
-from mood_vqad.config import VAE_METHODS, VAE_PREDICTORS, VAEModelConfig, save_config
-from mood_vqad.inference.scores import map_sample_score, squash
-from mood_vqad.inference.slicing import (
-    ScoredSlices,
-    foreground_mask,
-    maps_to_volume,
-    scored_slices,
-    zero_background,
+from mood_vqad.baselines.maps import slice_elbo, slice_map
+from mood_vqad.config import (
+    ENERGY_ALPHA,
+    ENERGY_LAMBDA,
+    ENERGY_STEPS,
+    VAE_ENSEMBLE,
+    VAE_METHODS,
+    VAE_PREDICTORS,
+    PredictOptions,
+    VAEModelConfig,
 )
+from mood_vqad.inference.scores import map_sample_score, squash
+from mood_vqad.inference.slicing import ScoredSlices, maps_to_volume, scored_slices, zero_background
 from mood_vqad.inference.timing import StageTimer
-from mood_vqad.inference.weights import CONFIG_FILE, load_vae_weights, update_config
+from mood_vqad.inference.weights import VAE_FILE, Modules, load_weights
 from mood_vqad.nets.vae import VAE
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MEMBERS = ("rec", "kl-grad", "combi")  # vae-ensemble's maps unless told otherwise
-VOXELS_PER_VOLUME = 200_000  # foreground voxels sampled per held-out volume for each map's percentile
 
 
 def scale_name(predictor: str) -> str:
@@ -57,7 +54,7 @@ class VAESettings:
     energy_steps: int = ENERGY_STEPS
     energy_alpha: float = ENERGY_ALPHA
     energy_lambda: float = ENERGY_LAMBDA
-    members: tuple[str, ...] = DEFAULT_MEMBERS
+    members: tuple[str, ...] = VAE_ENSEMBLE
 
     def __post_init__(self) -> None:
         if self.method not in VAE_METHODS:
@@ -87,31 +84,27 @@ class VAEDetector:
         self.timer = StageTimer()
 
     @classmethod
+    def from_modules(cls, config: VAEModelConfig, modules: Modules, device: torch.device) -> VAEDetector:
+        """The detector of a config and its {file: module}, as `load_weights` returns them."""
+        return cls(config, modules[VAE_FILE], device)
+
+    @classmethod
     def load(cls, directory: Path, device: torch.device) -> VAEDetector:
         """Load a region's VAE weights folder, WEIGHTS/<region>-vae (raises WeightsError)."""
-        config, vae = load_vae_weights(directory, device)
-        return cls(config, vae, device)
+        return cls.from_modules(*load_weights(directory, device), device)
 
-    def settings(
-        self,
-        slice_stride: int | None = None,
-        energy_steps: int | None = None,
-        energy_alpha: float | None = None,
-        energy_lambda: float | None = None,
-        members: tuple[str, ...] | None = None,
-        **kwargs: Any,
-    ) -> VAESettings:
-        """Settings from the region config and the defaults; arguments that are not None take precedence."""
-        given = {
-            "energy_steps": energy_steps,
-            "energy_alpha": energy_alpha,
-            "energy_lambda": energy_lambda,
-            "members": tuple(members) if members is not None else None,
-        }
+    def settings_from(self, options: PredictOptions) -> VAESettings:
+        """Settings from the options, the region config's slice stride where the option is None."""
         return VAESettings(
-            slice_stride=slice_stride or self.region.slice_stride,
-            **{k: v for k, v in given.items() if v is not None},
-            **kwargs,
+            slice_stride=options.slice_stride or self.region.slice_stride,
+            batch_size=options.batch_size,
+            seed=options.seed,
+            progress=options.progress,
+            method=options.method,
+            energy_steps=options.energy_steps,
+            energy_alpha=options.energy_alpha,
+            energy_lambda=options.energy_lambda,
+            members=tuple(options.members),
         )
 
     def slices(self, volume: np.ndarray, settings: VAESettings) -> ScoredSlices:
@@ -160,62 +153,3 @@ class VAEDetector:
         if settings.method == "vae-elbo-grad":
             return float(squash(self.raw_elbo(volume, settings), self.config.scales.elbo))
         return map_sample_score(self.pixel_scores(volume, settings))
-
-
-def foreground_sample(values: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-    """At most VOXELS_PER_VOLUME values of a map on the foreground (everywhere without a mask)."""
-    values = values[mask] if mask is not None else values.ravel()
-    if values.size > VOXELS_PER_VOLUME:
-        values = rng.choice(values, VOXELS_PER_VOLUME, replace=False)
-    return values
-
-
-def calibrate_vae(
-    detector: VAEDetector,
-    volumes: list[tuple[str, np.ndarray]],
-    settings: VAESettings,
-    pixel_percentile: float,
-) -> tuple[VAEModelConfig, dict[str, Any]]:
-    """Scales from held-out normal volumes: each map's percentile on their foreground, the ELBO's median.
-
-    Returns the calibrated config and a report (the values and each volume's raw ELBO).
-    """
-    if not volumes:
-        raise ValueError("no held-out volume to calibrate on")
-    rng = np.random.default_rng(settings.seed)
-    every = dataclasses.replace(settings, method="vae-ensemble", members=VAE_PREDICTORS)
-    samples: dict[str, list[np.ndarray]] = {p: [] for p in VAE_PREDICTORS}
-    elbo = {}
-    for name, volume in volumes:
-        mask = foreground_mask(volume, detector.region)
-        for predictor, values in detector.raw_maps(volume, every).items():
-            samples[predictor].append(foreground_sample(values, mask, rng))
-        elbo[name] = detector.raw_elbo(volume, settings)
-    values = {}
-    for predictor, parts in samples.items():
-        percentile = float(np.percentile(np.concatenate(parts), pixel_percentile))
-        values[scale_name(predictor)] = percentile if percentile > 0 else 1.0
-    median = float(np.median(list(elbo.values())))
-    values["elbo"] = median if median > 0 else 1.0
-    scales = dataclasses.replace(detector.config.scales, **values, calibrated=True)
-    report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "volumes": list(elbo),
-        "percentiles": {"pixel": pixel_percentile},
-        "energy": {
-            "steps": settings.energy_steps,
-            "alpha": settings.energy_alpha,
-            "lambda": settings.energy_lambda,
-        },
-        "values": values,
-        "raw_elbo": elbo,
-    }
-    return dataclasses.replace(detector.config, scales=scales), report
-
-
-def save_calibrated(source: Path, config: VAEModelConfig, is_run: bool) -> None:
-    """Write a calibrated config into a VAE run folder, or into a VAE weights folder with new sums."""
-    if is_run:
-        save_config(config, Path(source) / CONFIG_FILE)
-    else:
-        update_config(source, config)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
+from mood_vqad.config import ENERGY_ALPHA, ENERGY_LAMBDA, ENERGY_STEPS
 from mood_vqad.nets.vae import VAE
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,6 @@ def combi_map(model: VAE, x: torch.Tensor, position: torch.Tensor) -> torch.Tens
     with torch.no_grad():
         squared = (x - model.terms(x, position, sample=False)["recon"]).pow(2)
     return (squared * input_gradient(model, x, position, "kl").abs())[:, 0]
-
-
-# Tuned on synthetic anomalies of a held-out brain (z-scored intensities): 10 steps of 0.02. Dehaene et al.
-# run about 100 steps on [0, 1] images; here the update grows with the cube of the residual, and steps of
-# 0.05 diverged within 20 steps. More steps need a proportionally smaller step size.
-ENERGY_ALPHA = 0.02  # step size
-ENERGY_LAMBDA = 0.1  # weight of ||x - x0||_1
-ENERGY_STEPS = 10
 
 
 def energy(

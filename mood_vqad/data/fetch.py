@@ -45,7 +45,8 @@ from mood_vqad.data.sources import (
     Source,
     members_of,
 )
-from mood_vqad.io import UserError, save_volume, write_atomic
+from mood_vqad.errors import FetchError
+from mood_vqad.io import save_volume, sha256, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,6 @@ Cube = tuple[np.ndarray, np.ndarray]  # (volume as an (x, y, z) float32 array, i
 Box = tuple[np.ndarray, np.ndarray]
 
 
-class FetchError(UserError):
-    """A source that could not be downloaded, extracted, verified or converted; the message says why."""
-
-
 def output_sizes(region: str, sizes: Sequence[str]) -> list[int]:
     """Cube sides to write for a region: "full" is the region's MOOD size; larger sides are skipped."""
     full = FULL_SIZES[region]
@@ -79,11 +76,7 @@ def sha256_of(path: Path) -> str:
     if path.is_dir():
         listing = "".join(f"{sha256_of(p)}  {p.name}\n" for p in sorted(path.iterdir()) if p.is_file())
         return hashlib.sha256(listing.encode()).hexdigest()
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256(path)
 
 
 def _run(cmd: list[str], cwd: Path) -> None:

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from mood_vqad.errors import CaseError
 from mood_vqad.evaluation.metrics import (
     FLOAT16_KEY_VALUES,
     N_FLOAT16_KEYS,
@@ -30,7 +31,7 @@ from mood_vqad.evaluation.metrics import (
     ranking,
     summarize,
 )
-from mood_vqad.io import CaseError, list_cases, write_atomic
+from mood_vqad.io import list_cases
 
 log = logging.getLogger(__name__)
 
@@ -321,12 +322,6 @@ def to_json(evaluation: Evaluation) -> dict[str, Any]:
         },
         "per_case": per_case,
     }
-
-
-def write_json(evaluation: Evaluation, path: Path) -> None:
-    """Write `to_json` of an evaluation, indented, atomically."""
-    text = json.dumps(to_json(evaluation), indent=2) + "\n"
-    write_atomic(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def _number(value: float | None) -> str:

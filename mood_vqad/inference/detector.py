@@ -1,4 +1,4 @@
-"""One region's loaded models and the two scores of a volume: sample (likelihood) and pixel (restoration)."""
+"""The VQ-VAE family's detector: sample score (likelihood) and pixel map (restoration) of a volume."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mood_vqad.config import METHODS, ModelConfig
+from mood_vqad.config import VQVAE_METHODS, ModelConfig, PredictOptions
 from mood_vqad.inference.restore import RestoreRule, batched_nll, restore, restore_naive
 from mood_vqad.inference.scores import map_sample_score, residual_map, sample_score, squash
 from mood_vqad.inference.slicing import ScoredSlices, maps_to_volume, scored_slices, zero_background
 from mood_vqad.inference.timing import StageTimer
-from mood_vqad.inference.weights import load_weights
+from mood_vqad.inference.weights import PRIOR_FILE, VQVAE_FILE, Modules, load_weights
 from mood_vqad.nets.pixelsnail import PixelSNAIL
 from mood_vqad.nets.vqvae import VQVAE
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Inference settings: the region config's defaults, each overridable from the command line."""
+    """Inference settings of the VQ-VAE methods (`VQVAEDetector.settings_from` fills them)."""
 
     slice_stride: int
     restorations: int
@@ -32,8 +32,8 @@ class Settings:
     reference: bool = False  # restore with the naive loop (benchmarks and tests compare it with ours)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+        if self.method not in VQVAE_METHODS:
+            raise ValueError(f"method must be one of {', '.join(VQVAE_METHODS)}; got {self.method!r}")
 
 
 @dataclass
@@ -43,8 +43,8 @@ class Encoded(ScoredSlices):
     codes: torch.Tensor  # (S, h, w)
 
 
-class Detector:
-    """VQ-VAE + PixelSNAIL of one region, ready to score volumes."""
+class VQVAEDetector:
+    """VQ-VAE + PixelSNAIL of one region, ready to score volumes (implements `protocol.Detector`)."""
 
     def __init__(self, config: ModelConfig, vqvae: VQVAE, prior: PixelSNAIL, device: torch.device):
         self.config = config
@@ -55,31 +55,31 @@ class Detector:
         self.timer = StageTimer()
 
     @classmethod
-    def load(cls, directory: Path, device: torch.device) -> Detector:
-        """Load a region's weights folder (raises WeightsError)."""
-        config, vqvae, prior = load_weights(directory, device)
-        return cls(config, vqvae, prior, device)
+    def from_modules(cls, config: ModelConfig, modules: Modules, device: torch.device) -> VQVAEDetector:
+        """The detector of a config and its {file: module}, as `load_weights` returns them."""
+        return cls(config, modules[VQVAE_FILE], modules[PRIOR_FILE], device)
 
-    def settings(
-        self,
-        slice_stride: int | None = None,
-        restorations: int | None = None,
-        masking: str | None = None,
-        neighbour_rule: bool | None = None,
-        **kwargs: object,
-    ) -> Settings:
-        """Settings from the region config, with any argument that is not None taking precedence."""
+    @classmethod
+    def load(cls, directory: Path, device: torch.device) -> VQVAEDetector:
+        """Load a region's weights folder (raises WeightsError)."""
+        return cls.from_modules(*load_weights(directory, device), device)
+
+    def settings_from(self, options: PredictOptions) -> Settings:
+        """Settings from the options, the region config's value wherever an option is None."""
         r = self.region
         rule = RestoreRule(
             threshold=r.restore_threshold,
-            masking=masking or r.masking,
-            neighbour=r.neighbour_rule if neighbour_rule is None else neighbour_rule,
+            masking=options.masking or r.masking,
+            neighbour=r.neighbour_rule if options.neighbour_rule is None else options.neighbour_rule,
         )
         return Settings(
-            slice_stride=slice_stride or r.slice_stride,
-            restorations=restorations or r.restorations,
+            slice_stride=options.slice_stride or r.slice_stride,
+            restorations=options.restorations or r.restorations,
             rule=rule,
-            **kwargs,
+            batch_size=options.batch_size,
+            seed=options.seed,
+            progress=options.progress,
+            method=options.method,
         )
 
     @torch.no_grad()

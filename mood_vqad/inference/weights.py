@@ -1,20 +1,21 @@
-"""The weights folder: per region a config.json, two state dicts and their sha256 sums.
+"""The weights folder: per region a config.json, the family's state dicts and their sha256 sums.
 
 Layout: WEIGHTS/<region>/{config.json, vqvae.pt, prior.pt, SHA256SUMS}; the VAE baseline of a region
-lives beside it in WEIGHTS/<region>-vae/{config.json, vae.pt, SHA256SUMS}. State dicts hold tensors only
-and load with `torch.load(weights_only=True)`: nothing is unpickled but tensors.
+lives beside it in WEIGHTS/<region>-vae/{config.json, vae.pt, SHA256SUMS}. Both families go through one
+saver and one loader over {file: module}. State dicts hold tensors only and load with
+`torch.load(weights_only=True)`: nothing is unpickled but tensors.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
-from mood_vqad.config import ModelConfig, VAEModelConfig, load_config, load_vae_config, save_config
-from mood_vqad.io import UserError
+from mood_vqad.config import ModelConfig, VAEModelConfig, load_config, save_config
+from mood_vqad.errors import WeightsError
+from mood_vqad.io import sha256
 from mood_vqad.nets.pixelsnail import PixelSNAIL
 from mood_vqad.nets.vae import VAE
 from mood_vqad.nets.vqvae import VQVAE
@@ -25,9 +26,7 @@ PRIOR_FILE = "prior.pt"
 VAE_FILE = "vae.pt"
 SUMS_FILE = "SHA256SUMS"
 
-
-class WeightsError(UserError):
-    """Weights that are missing, corrupt or do not match their config; the message is one line."""
+Modules = dict[str, torch.nn.Module]  # {state dict file name: module}
 
 
 def default_weights_dir() -> Path:
@@ -35,13 +34,11 @@ def default_weights_dir() -> Path:
     return Path(os.environ.get("MOOD_VQAD_WEIGHTS", Path(__file__).resolve().parents[2] / "weights"))
 
 
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def build_modules(config: ModelConfig | VAEModelConfig) -> Modules:
+    """The untrained networks of a model config, keyed by the file each one's state dict goes to."""
+    if isinstance(config, VAEModelConfig):
+        return {VAE_FILE: VAE(config.vae)}
+    return {VQVAE_FILE: VQVAE(config.vqvae), PRIOR_FILE: PixelSNAIL(config.prior)}
 
 
 def _state(module: torch.nn.Module, half: bool) -> dict[str, torch.Tensor]:
@@ -54,18 +51,18 @@ def _state(module: torch.nn.Module, half: bool) -> dict[str, torch.Tensor]:
 
 
 def save_weights(
-    directory: Path, config: ModelConfig, vqvae: VQVAE, prior: PixelSNAIL, half: bool = False
+    directory: Path, config: ModelConfig | VAEModelConfig, modules: Modules, half: bool = False
 ) -> None:
-    """Write one region's config, state dicts (fp16 storage when half) and SHA256SUMS."""
+    """Write a config, one state dict per {file: module} (fp16 storage when half) and SHA256SUMS."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_config(config, directory / CONFIG_FILE)
-    torch.save(_state(vqvae, half), directory / VQVAE_FILE)
-    torch.save(_state(prior, half), directory / PRIOR_FILE)
-    _write_sums(directory)
+    for name, module in modules.items():
+        torch.save(_state(module, half), directory / name)
+    _write_sums(directory, (CONFIG_FILE, *modules))
 
 
-def _write_sums(directory: Path, names: tuple[str, ...] = (CONFIG_FILE, VQVAE_FILE, PRIOR_FILE)) -> None:
+def _write_sums(directory: Path, names: tuple[str, ...]) -> None:
     sums = "".join(f"{sha256(directory / name)}  {name}\n" for name in names)
     (directory / SUMS_FILE).write_text(sums)
 
@@ -73,8 +70,7 @@ def _write_sums(directory: Path, names: tuple[str, ...] = (CONFIG_FILE, VQVAE_FI
 def update_config(directory: Path, config: ModelConfig | VAEModelConfig) -> None:
     """Replace a weights folder's config.json (e.g. calibrated values) and its SHA256SUMS."""
     save_config(config, Path(directory) / CONFIG_FILE)
-    vae = isinstance(config, VAEModelConfig)
-    _write_sums(Path(directory), (CONFIG_FILE, VAE_FILE) if vae else (CONFIG_FILE, VQVAE_FILE, PRIOR_FILE))
+    _write_sums(Path(directory), (CONFIG_FILE, *build_modules(config)))
 
 
 def _check_sums(directory: Path) -> None:
@@ -90,6 +86,8 @@ def _check_sums(directory: Path) -> None:
 
 
 def _load_state(module: torch.nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise WeightsError(f"{path}: missing")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -109,8 +107,8 @@ def _load_state(module: torch.nn.Module, path: Path) -> None:
 
 def load_weights(
     directory: Path, device: torch.device | str = "cpu"
-) -> tuple[ModelConfig, VQVAE, PixelSNAIL]:
-    """Rebuild one region's models from its folder, in eval mode on device; raises WeightsError."""
+) -> tuple[ModelConfig | VAEModelConfig, Modules]:
+    """A weights folder's config and {file: module}, fp32 in eval mode on device (raises WeightsError)."""
     directory = Path(directory)
     if not (directory / CONFIG_FILE).is_file():
         raise WeightsError(f"{directory}: no {CONFIG_FILE} (no weights for this region)")
@@ -119,40 +117,7 @@ def load_weights(
         config = load_config(directory / CONFIG_FILE)
     except (ValueError, KeyError, TypeError) as exc:
         raise WeightsError(f"{directory / CONFIG_FILE}: invalid ({exc})") from exc
-    vqvae, prior = VQVAE(config.vqvae), PixelSNAIL(config.prior)
-    for module, name in ((vqvae, VQVAE_FILE), (prior, PRIOR_FILE)):
-        if not (directory / name).is_file():
-            raise WeightsError(f"{directory / name}: missing")
+    modules = build_modules(config)
+    for name, module in modules.items():
         _load_state(module, directory / name)
-    return config, vqvae.to(device).eval(), prior.to(device).eval()
-
-
-def vae_weights_dir(weights_dir: Path, region: str) -> Path:
-    """Where a region's VAE baseline lives in a weights folder: WEIGHTS/<region>-vae."""
-    return Path(weights_dir) / f"{region}-vae"
-
-
-def save_vae_weights(directory: Path, config: VAEModelConfig, vae: VAE, half: bool = False) -> None:
-    """Write a VAE baseline's config, state dict (fp16 storage when half) and SHA256SUMS."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_config(config, directory / CONFIG_FILE)
-    torch.save(_state(vae, half), directory / VAE_FILE)
-    _write_sums(directory, (CONFIG_FILE, VAE_FILE))
-
-
-def load_vae_weights(directory: Path, device: torch.device | str = "cpu") -> tuple[VAEModelConfig, VAE]:
-    """Rebuild a VAE baseline from its folder, in eval mode on device; raises WeightsError."""
-    directory = Path(directory)
-    if not (directory / CONFIG_FILE).is_file():
-        raise WeightsError(f"{directory}: no {CONFIG_FILE} (no VAE weights for this region)")
-    _check_sums(directory)
-    try:
-        config = load_vae_config(directory / CONFIG_FILE)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{directory / CONFIG_FILE}: invalid ({exc})") from exc
-    vae = VAE(config.vae)
-    if not (directory / VAE_FILE).is_file():
-        raise WeightsError(f"{directory / VAE_FILE}: missing")
-    _load_state(vae, directory / VAE_FILE)
-    return config, vae.float().to(device).eval()
+    return config, {name: module.to(device).eval() for name, module in modules.items()}

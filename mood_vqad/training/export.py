@@ -11,17 +11,16 @@ from typing import Any
 
 from mood_vqad import __version__
 from mood_vqad.config import ModelConfig, VAEModelConfig
-from mood_vqad.inference.weights import save_vae_weights, save_weights, vae_weights_dir
+from mood_vqad.inference.weights import save_weights
+from mood_vqad.io import read_json
+from mood_vqad.predict import family_dir
 from mood_vqad.training.runs import (
     CALIBRATION_FILE,
     CHECKPOINT_FILE,
     RUN_FILE,
     final_losses,
     load_checkpoint,
-    load_run_models,
-    load_vae_run,
-    read_json,
-    run_kind,
+    load_run,
 )
 
 log = logging.getLogger(__name__)
@@ -67,8 +66,8 @@ def _augmentation(vqvae_run: Path) -> str:
     return ", ".join(f"{k} {v}" for k, v in augment.items()) or "none"
 
 
-def model_card(run_dir: Path, config: ModelConfig, half: bool, notes: str = "") -> str:
-    """A Markdown description of exported weights: data, training, calibration, notes, how to retrain."""
+def _vqvae_card(run_dir: Path, config: ModelConfig) -> list[str]:
+    """The VQ-VAE card's body: data, training, calibration and the commands that rebuild it."""
     run = read_json(Path(run_dir) / RUN_FILE)
     data, vqvae_info = run["data"], run["vqvae_run"]
     prior_step = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE)["step"]
@@ -76,10 +75,6 @@ def model_card(run_dir: Path, config: ModelConfig, half: bool, notes: str = "") 
     calibration = read_json(calibration_path) if calibration_path.is_file() else None
     region = config.region
     lines = [
-        f"# mood-vqad weights: {region.name}",
-        "",
-        f"Exported {datetime.now(timezone.utc).isoformat(timespec='seconds')} by mood-vqad {__version__}"
-        f" from `{Path(run_dir).resolve()}`; {'fp16' if half else 'fp32'} storage, checked by SHA256SUMS.",
         "VQ-VAE (2D, slice-wise) + PixelSNAIL prior; latent-space restoration (Marimont & Tarroni 2021).",
         "",
         "## Data",
@@ -110,7 +105,7 @@ def model_card(run_dir: Path, config: ModelConfig, half: bool, notes: str = "") 
             f"On {len(calibration['volumes'])} held-out normal volumes from `{calibration['holdout']}`"
             f" ({calibration['date']}), percentiles {json.dumps(calibration['percentiles'])}."
         )
-    lines += [
+    return lines + [
         "",
         f"- sample_threshold {region.sample_threshold:.4g} nats, sample_scale {region.sample_scale:.4g}",
         f"- restore_threshold {region.restore_threshold:.4g} nats, pixel_scale {region.pixel_scale:.4g}",
@@ -122,20 +117,15 @@ def model_card(run_dir: Path, config: ModelConfig, half: bool, notes: str = "") 
         "```",
         _retrain_commands(run, config, prior_step),
         "```",
-        "",
     ]
-    if notes:
-        lines += ["## Notes", "", notes.strip(), ""]
-    return "\n".join(lines)
 
 
-def vae_model_card(run_dir: Path, config: VAEModelConfig, half: bool, notes: str = "") -> str:
-    """A Markdown description of exported VAE weights: data, training, scales, and how to retrain."""
+def _vae_card(run_dir: Path, config: VAEModelConfig) -> list[str]:
+    """The VAE card's body: data, training, network, scales and the commands that rebuild it."""
     run = read_json(Path(run_dir) / RUN_FILE)
     data, options = run["data"], run["options"]
     step = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE)["step"]
     region, vae, scales = config.region.name, config.vae, config.scales
-    stored = "fp16" if half else "fp32"
     calibrated = "calibrated on held-out normal volumes" if scales.calibrated else "defaults, not calibrated"
     scale_values = ", ".join(
         f"{k} {v:.4g}" for k, v in dataclasses.asdict(scales).items() if k != "calibrated"
@@ -144,60 +134,58 @@ def vae_model_card(run_dir: Path, config: VAEModelConfig, half: bool, notes: str
     flags = " ".join(
         f"--{k.replace('_', '-')} {options[k]}" for k in ("steps", "batch_size", "lr", "seed", "val_fraction")
     )
-    return "\n".join(
-        [
-            f"# mood-vqad weights: {region} VAE baseline (beta {vae.beta:g})",
-            "",
-            f"Exported {datetime.now(timezone.utc).isoformat(timespec='seconds')} by mood-vqad {__version__}"
-            f" from `{Path(run_dir).resolve()}`; {stored} storage, checked by SHA256SUMS.",
-            "2D (beta-)VAE over slices, spatial latent; the localisation predictors of Zimmerer et al. 2019"
-            " and the energy projection of Dehaene et al. 2020 (`--method vae-*`).",
-            "",
-            f"- Data: `{data['cache']}` ({data['train_slices']} training, {data['val_slices']} validation"
-            f" slices; held out: {held_out})",
-            f"- Training: {step} steps; {_losses(final_losses(run_dir))}",
-            f"- Network: channels {list(vae.channels)}, {vae.latent_channels} latent channels,"
-            f" {vae.rec_loss} reconstruction, beta {vae.beta:g}",
-            f"- Scales ({calibrated}): {scale_values}",
-            "",
-            "## Retraining",
-            "",
-            "```",
-            f"mood-vqad prepare DATA_DIR CACHE_DIR --region {region} --config CONFIG.json",
-            f"mood-vqad train vae CACHE_DIR VAE_RUN --config CONFIG.json --beta {vae.beta:g} {flags}",
-            "mood-vqad calibrate VAE_RUN HOLDOUT_DIR",
-            "mood-vqad export VAE_RUN WEIGHTS_DIR",
-            "```",
-            "",
-            *(["## Notes", "", notes.strip(), ""] if notes else []),
-        ]
-    )
+    return [
+        "2D (beta-)VAE over slices, spatial latent; the localisation predictors of Zimmerer et al. 2019"
+        " and the energy projection of Dehaene et al. 2020 (`--method vae-*`).",
+        "",
+        f"- Data: `{data['cache']}` ({data['train_slices']} training, {data['val_slices']} validation"
+        f" slices; held out: {held_out})",
+        f"- Training: {step} steps; {_losses(final_losses(run_dir))}",
+        f"- Network: channels {list(vae.channels)}, {vae.latent_channels} latent channels,"
+        f" {vae.rec_loss} reconstruction, beta {vae.beta:g}",
+        f"- Scales ({calibrated}): {scale_values}",
+        "",
+        "## Retraining",
+        "",
+        "```",
+        f"mood-vqad prepare DATA_DIR CACHE_DIR --region {region} --config CONFIG.json",
+        f"mood-vqad train vae CACHE_DIR VAE_RUN --config CONFIG.json --beta {vae.beta:g} {flags}",
+        "mood-vqad calibrate VAE_RUN HOLDOUT_DIR",
+        "mood-vqad export VAE_RUN WEIGHTS_DIR",
+        "```",
+    ]
 
 
-def export_vae(run_dir: Path, weights_dir: Path, half: bool = False, notes: str = "") -> Path:
-    """Write WEIGHTS_DIR/<region>-vae/ (config, vae.pt, SHA256SUMS, model card); returns that folder."""
-    config, vae = load_vae_run(run_dir)
-    target = vae_weights_dir(weights_dir, config.region.name)
-    if not config.scales.calibrated:
-        log.warning("%s is not calibrated: exporting the default map scales", run_dir)
-    save_vae_weights(target, config, vae, half=half)
-    (target / CARD_FILE).write_text(vae_model_card(Path(run_dir), config, half, notes))
-    log.info("exported %s VAE weights to %s", config.region.name, target)
-    return target
+def _title(config: ModelConfig | VAEModelConfig) -> str:
+    if isinstance(config, VAEModelConfig):
+        return f"{config.region.name} VAE baseline (beta {config.vae.beta:g})"
+    return config.region.name
+
+
+def model_card(run_dir: Path, config: ModelConfig | VAEModelConfig, half: bool, notes: str = "") -> str:
+    """A Markdown description of exported weights: data, training, calibration, notes, how to retrain."""
+    body = _vae_card(run_dir, config) if isinstance(config, VAEModelConfig) else _vqvae_card(run_dir, config)
+    lines = [
+        f"# mood-vqad weights: {_title(config)}",
+        "",
+        f"Exported {datetime.now(timezone.utc).isoformat(timespec='seconds')} by mood-vqad {__version__}"
+        f" from `{Path(run_dir).resolve()}`; {'fp16' if half else 'fp32'} storage, checked by SHA256SUMS.",
+        *body,
+        "",
+    ]
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
+    return "\n".join(lines)
 
 
 def export(run_dir: Path, weights_dir: Path, half: bool = False, notes: str = "") -> Path:
-    """Write WEIGHTS_DIR/<region>/ (config, weights, SHA256SUMS, model card with `notes`); returns it.
-
-    A VAE run goes to WEIGHTS_DIR/<region>-vae/ instead.
-    """
-    if run_kind(run_dir) == "vae":
-        return export_vae(run_dir, weights_dir, half, notes)
-    config, vqvae, prior = load_run_models(run_dir)
-    target = Path(weights_dir) / config.region.name
+    """Write a prior run as WEIGHTS_DIR/<region>/, a VAE run as WEIGHTS_DIR/<region>-vae/ (config, state
+    dicts, SHA256SUMS, model card with `notes`); returns that folder."""
+    config, modules = load_run(run_dir)
+    target = family_dir(weights_dir, config.region.name, config.family)
     if not (Path(run_dir) / CALIBRATION_FILE).is_file():
         log.warning("%s is not calibrated: exporting the config's default thresholds and scales", run_dir)
-    save_weights(target, config, vqvae, prior, half=half)
+    save_weights(target, config, modules, half=half)
     (target / CARD_FILE).write_text(model_card(Path(run_dir), config, half, notes))
-    log.info("exported %s weights to %s", config.region.name, target)
+    log.info("exported %s %s weights to %s", config.region.name, config.family, target)
     return target

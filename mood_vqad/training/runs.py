@@ -1,6 +1,6 @@
 """The run folder: what `train` writes and `calibrate` / `export` read.
 
-RUN/config.json      the run's ModelConfig (calibrate writes its thresholds and scales here)
+RUN/config.json      the run's model config (calibrate writes its thresholds and scales here)
 RUN/run.json         kind (vqvae, prior, vae), cache, options, validation volumes; a prior run adds its VQ-VAE
 RUN/checkpoint.pt    model, optimizer, scaler and step; loads with torch.load(weights_only=True)
 RUN/log.jsonl        one line per logged step and split (train / val) with the losses
@@ -16,12 +16,10 @@ from typing import Any
 
 import torch
 
-from mood_vqad.config import ModelConfig, VAEModelConfig, load_config, load_vae_config
-from mood_vqad.inference.weights import CONFIG_FILE, VQVAE_FILE
-from mood_vqad.io import write_atomic
-from mood_vqad.nets.pixelsnail import PixelSNAIL
-from mood_vqad.nets.vae import VAE
-from mood_vqad.nets.vqvae import VQVAE
+from mood_vqad.config import ModelConfig, VAEModelConfig, load_config
+from mood_vqad.errors import RunError
+from mood_vqad.inference.weights import CONFIG_FILE, PRIOR_FILE, VAE_FILE, Modules, build_modules
+from mood_vqad.io import read_json, write_atomic
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -30,16 +28,6 @@ CURVES_FILE = "curves.png"
 CODES_FILE = "codes.npy"
 CALIBRATION_FILE = "calibration.json"
 CHECKPOINT_FORMAT = 1
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON file as a dict."""
-    return json.loads(Path(path).read_text())
-
-
-def write_json(path: Path, values: dict[str, Any]) -> None:
-    """Write a dict as indented JSON, atomically."""
-    write_atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(values, indent=2) + "\n"))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -111,31 +99,29 @@ def plot_curves(run_dir: Path) -> None:
     plt.close(fig)
 
 
-def load_run_models(run_dir: Path) -> tuple[ModelConfig, VQVAE, PixelSNAIL]:
-    """A prior run's config, VQ-VAE and prior (latest checkpoint), in eval mode on the CPU."""
-    run_dir = Path(run_dir)
-    run = read_json(run_dir / RUN_FILE)
-    if run.get("kind") != "prior":
-        raise ValueError(f"{run_dir}: a {run.get('kind')} run; a prior run holds both models")
-    config = load_config(run_dir / CONFIG_FILE)
-    vqvae, prior = VQVAE(config.vqvae), PixelSNAIL(config.prior)
-    vqvae.load_state_dict(torch.load(run_dir / VQVAE_FILE, map_location="cpu", weights_only=True))
-    prior.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_FILE)["model"])
-    return config, vqvae.eval(), prior.eval()
-
-
 def run_kind(run_dir: Path) -> str | None:
     """The kind of a run folder (vqvae, prior or vae), None if it is not one."""
     path = Path(run_dir) / RUN_FILE
     return read_json(path).get("kind") if path.is_file() else None
 
 
-def load_vae_run(run_dir: Path) -> tuple[VAEModelConfig, VAE]:
-    """A VAE run's config and model (latest checkpoint), in eval mode on the CPU."""
+# The run kinds that hold a whole model, and the file whose weights are the run's checkpoint; a prior
+# run's other module (the VQ-VAE) is stored beside it under its weights-folder name.
+TRAINED_FILE = {"prior": PRIOR_FILE, "vae": VAE_FILE}
+
+
+def load_run(run_dir: Path) -> tuple[ModelConfig | VAEModelConfig, Modules]:
+    """A prior or VAE run's config and {file: module} (latest checkpoint), in eval mode on the CPU."""
     run_dir = Path(run_dir)
-    if run_kind(run_dir) != "vae":
-        raise ValueError(f"{run_dir}: a {run_kind(run_dir)} run, not a VAE run")
-    config = load_vae_config(run_dir / CONFIG_FILE)
-    vae = VAE(config.vae)
-    vae.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_FILE)["model"])
-    return config, vae.eval()
+    kind = run_kind(run_dir)
+    if kind not in TRAINED_FILE:
+        raise RunError(f"{run_dir}: a {kind} run; a prior run (with its VQ-VAE) or a VAE run holds a model")
+    config = load_config(run_dir / CONFIG_FILE)
+    modules = build_modules(config)
+    for name, module in modules.items():
+        if name == TRAINED_FILE[kind]:
+            state = load_checkpoint(run_dir / CHECKPOINT_FILE)["model"]
+        else:
+            state = torch.load(run_dir / name, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    return config, {name: module.eval() for name, module in modules.items()}

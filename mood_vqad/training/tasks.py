@@ -6,7 +6,8 @@ of deformed anatomy, raising the likelihood of abnormal-looking codes. With few 
 though, the prior memorises their code grids (conditioned on slice position) and finds every new subject
 unlikely; `augment_codes` then encodes freshly augmented slices at every step instead.
 
-The VAE baseline (`train vae`) trains like the VQ-VAE: same cache, augmentation, loop and run folder.
+The VAE baseline (`train vae`) trains like the VQ-VAE, through the same `train_autoencoder`: same cache,
+augmentation, loop and run folder.
 """
 
 from __future__ import annotations
@@ -30,14 +31,13 @@ from mood_vqad.config import (
     VQVAEConfig,
     dataclass_from_json,
     load_config,
-    load_vae_config,
     model_defaults,
     save_config,
-    vae_with_overrides,
     with_overrides,
 )
+from mood_vqad.errors import ConfigError, RunError
 from mood_vqad.inference.weights import CONFIG_FILE, VQVAE_FILE
-from mood_vqad.io import write_atomic
+from mood_vqad.io import read_json, write_atomic, write_json
 from mood_vqad.nets.pixelsnail import PixelSNAIL
 from mood_vqad.nets.vae import VAE
 from mood_vqad.nets.vqvae import VQVAE
@@ -53,15 +53,7 @@ from mood_vqad.training.loop import (
     stop_cluster,
     sum_over_ranks,
 )
-from mood_vqad.training.runs import (
-    CHECKPOINT_FILE,
-    CODES_FILE,
-    RUN_FILE,
-    final_losses,
-    load_checkpoint,
-    read_json,
-    write_json,
-)
+from mood_vqad.training.runs import CHECKPOINT_FILE, CODES_FILE, RUN_FILE, final_losses, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +70,7 @@ class VQVAETask:
         self, config: ModelConfig, cache: SliceCache, augmentation: AugmentConfig, options: TrainOptions
     ):
         self.model = VQVAE(config.vqvae)
+        check_grid(config, self.model)
         self.cache, self.augmentation = cache, augmentation
         self.restart_every, self.dead_usage = options.restart_every, options.dead_usage
         self.restarted = 0  # since the last logged step
@@ -123,7 +116,9 @@ class VAETask(VQVAETask):
     kind = "vae"
     metrics = ("loss", "rec_loss", "kl")
 
-    def __init__(self, config: VAEModelConfig, cache: SliceCache, augmentation: AugmentConfig):
+    def __init__(
+        self, config: VAEModelConfig, cache: SliceCache, augmentation: AugmentConfig, options: TrainOptions
+    ):
         self.model = VAE(config.vae)
         self.cache, self.augmentation = cache, augmentation
 
@@ -196,30 +191,21 @@ class AugmentedPriorTask(PriorTask):
         return self.vqvae.encode(slices, position), position
 
 
-def run_config(cache: SliceCache, overrides: dict[str, Any], vqvae: VQVAEConfig | None = None) -> ModelConfig:
-    """The region's default model on the cache's region settings (and a trained VQ-VAE's), then overrides.
+def run_config(
+    cache: SliceCache, overrides: dict[str, Any], family: str = "vqvae", vqvae: VQVAEConfig | None = None
+) -> Any:
+    """A family's default model on the cache's region settings (and a trained VQ-VAE's), then overrides.
 
-    Raises ValueError if the overrides contradict the cache's region or the given VQ-VAE config.
+    Raises ConfigError if the overrides contradict the cache's region or the given VQ-VAE config.
     """
-    base = dataclasses.replace(model_defaults(cache.region.name), region=cache.region)
+    base = dataclasses.replace(model_defaults(cache.region.name, family), region=cache.region)
     if vqvae is not None:
         base = dataclasses.replace(base, vqvae=vqvae)
     config = with_overrides(base, overrides)
     if config.region != base.region:
-        raise ValueError("region settings come from the cache: change them with `prepare --config`")
+        raise ConfigError("region settings come from the cache: change them with `prepare --config`")
     if vqvae is not None and config.vqvae != vqvae:
-        raise ValueError("vqvae settings come from the trained VQ-VAE run and cannot change for its prior")
-    return config
-
-
-def vae_run_config(cache: SliceCache, overrides: dict[str, Any], beta: float | None) -> VAEModelConfig:
-    """The default VAE on the cache's region settings, then the --config overrides and --beta."""
-    base = VAEModelConfig(region=cache.region)
-    config = vae_with_overrides(base, overrides)
-    if config.region != base.region:
-        raise ValueError("region settings come from the cache: change them with `prepare --config`")
-    if beta is not None:
-        config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, beta=beta))
+        raise ConfigError("vqvae settings come from the trained VQ-VAE run and cannot change for its prior")
     return config
 
 
@@ -228,9 +214,9 @@ def check_grid(config: ModelConfig, vqvae: VQVAE) -> None:
     size, ratio = config.region.slice_size, vqvae.downsampling
     grid = (size // ratio, size // ratio)
     if size % ratio or config.prior.grid != grid:
-        raise ValueError(f"prior grid {config.prior.grid} must be slice_size / {ratio} = {grid}")
+        raise ConfigError(f"prior grid {config.prior.grid} must be slice_size / {ratio} = {grid}")
     if config.prior.num_codes != config.vqvae.num_codes:
-        raise ValueError(
+        raise ConfigError(
             f"prior.num_codes {config.prior.num_codes} != vqvae.num_codes {config.vqvae.num_codes}"
         )
 
@@ -260,12 +246,12 @@ def open_run(run_dir: Path, options: TrainOptions, overrides: dict[str, Any] | N
     checkpoint = run_dir / CHECKPOINT_FILE
     if options.resume:
         if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: nothing to resume")
+            raise RunError(f"{checkpoint}: nothing to resume")
         if overrides:
-            raise ValueError("a resumed run keeps its config.json: drop --config")
+            raise ConfigError("a resumed run keeps its config.json: drop --config")
         return read_json(run_dir / RUN_FILE)
     if checkpoint.exists():
-        raise FileExistsError(f"{run_dir} holds a run already: pass --resume, or choose a new folder")
+        raise RunError(f"{run_dir} holds a run already: pass --resume, or choose a new folder")
     return None
 
 
@@ -284,7 +270,7 @@ def resume_split(
 ) -> None:
     """A resumed run must validate on the volumes it started with; run.json then records the new options."""
     if run["data"]["val_volumes"] != data["val_volumes"]:
-        raise ValueError("--val-fraction or --seed changed the validation volumes of the resumed run")
+        raise ConfigError("--val-fraction or --seed changed the validation volumes of the resumed run")
     if cluster.main:
         write_json(run_dir / RUN_FILE, {**run, "options": dataclasses.asdict(options)})
 
@@ -343,46 +329,34 @@ def fit_on_slices(
     return fit(task, config, run_dir, options, cluster, pools, resumed)
 
 
-def train_vqvae(
-    cache_dir: Path, run_dir: Path, options: TrainOptions, overrides: dict[str, Any] | None = None
-) -> VQVAE:
-    """Train (or resume) a VQ-VAE run on a slice cache; returns the trained model."""
-    cluster = start_cluster(options.device)
-    try:
-        run_dir = Path(run_dir)
-        cache, resumed, model_values, augmentation = open_slice_run(cache_dir, run_dir, options, overrides)
-        if resumed is None:
-            config = run_config(cache, model_values)
-        else:
-            config = load_config(run_dir / CONFIG_FILE)
-        torch.manual_seed(options.seed)
-        task = VQVAETask(config, cache, augmentation, options)
-        check_grid(config, task.model)
-        return fit_on_slices(task, config, run_dir, cache, augmentation, options, cluster, resumed)
-    finally:
-        stop_cluster(cluster)
+SLICE_TASKS = {"vqvae": VQVAETask, "vae": VAETask}  # the models trained on augmented slices
 
 
-def train_vae(
+def train_autoencoder(
+    family: str,
     cache_dir: Path,
     run_dir: Path,
     options: TrainOptions,
     overrides: dict[str, Any] | None = None,
     beta: float | None = None,
-) -> VAE:
-    """Train (or resume) a VAE run on a slice cache, with KL weight beta (None: the config's); returns it."""
+) -> nn.Module:
+    """Train (or resume) a VQ-VAE or VAE run on a slice cache; returns the trained model.
+
+    beta: the VAE's KL weight (None: the config's).
+    """
     cluster = start_cluster(options.device)
     try:
         run_dir = Path(run_dir)
         cache, resumed, model_values, augmentation = open_slice_run(cache_dir, run_dir, options, overrides)
         if resumed is None:
-            config = vae_run_config(cache, model_values, beta)
+            beta_values = {"vae": {**model_values.get("vae", {}), "beta": beta}} if beta is not None else {}
+            config = run_config(cache, {**model_values, **beta_values}, family)
         else:
-            config = load_vae_config(run_dir / CONFIG_FILE)
+            config = load_config(run_dir / CONFIG_FILE)
             if beta is not None and beta != config.vae.beta:
-                raise ValueError(f"a resumed run keeps its beta ({config.vae.beta}): drop --beta")
+                raise ConfigError(f"a resumed run keeps its beta ({config.vae.beta}): drop --beta")
         torch.manual_seed(options.seed)
-        task = VAETask(config, cache, augmentation)
+        task = SLICE_TASKS[family](config, cache, augmentation, options)
         return fit_on_slices(task, config, run_dir, cache, augmentation, options, cluster, resumed)
     finally:
         stop_cluster(cluster)
@@ -411,7 +385,7 @@ def start_prior_run(
     """Copy the VQ-VAE into a new prior run and encode the cache (main process); returns the VQ-VAE info."""
     state = load_checkpoint(vqvae_run / CHECKPOINT_FILE)
     if state["kind"] != "vqvae":
-        raise ValueError(f"{vqvae_run}: not a VQ-VAE run")
+        raise RunError(f"{vqvae_run}: not a VQ-VAE run")
     vqvae = VQVAE(config.vqvae)
     vqvae.load_state_dict(state["model"])
     check_grid(config, vqvae)
@@ -466,11 +440,11 @@ def train_prior(
         data = data_info(cache, pools)
         if resumed is None:
             if vqvae_run is None:
-                raise ValueError("a new prior run needs --vqvae RUN_DIR_OF_VQVAE")
+                raise ConfigError("a new prior run needs --vqvae RUN_DIR_OF_VQVAE")
             vqvae_run = Path(vqvae_run)
             model_values, augmentation = split_overrides(overrides)
             augment = dataclasses.asdict(augmentation) if augment_codes else None
-            config = run_config(cache, model_values, load_config(vqvae_run / CONFIG_FILE).vqvae)
+            config = run_config(cache, model_values, vqvae=load_config(vqvae_run / CONFIG_FILE).vqvae)
             vqvae_info = start_prior_run(run_dir, config, vqvae_run, cache, options, cluster)
             if data["val_volumes"] != read_json(vqvae_run / RUN_FILE)["data"]["val_volumes"]:
                 log.warning("validation volumes differ from the VQ-VAE run's: its val loss is not held out")

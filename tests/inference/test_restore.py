@@ -1,12 +1,14 @@
 """Restoration: the fast path equals the naive loop draw for draw; nothing changes below threshold."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from helpers import phantom, tiny_config, tiny_models
 
-from mood_vqad.config import BRAIN, PriorConfig
-from mood_vqad.inference.detector import Detector
+from mood_vqad.config import BRAIN, PredictOptions, PriorConfig
+from mood_vqad.inference.detector import VQVAEDetector
 from mood_vqad.inference.restore import (
     RestoreRule,
     batched_nll,
@@ -67,15 +69,15 @@ def test_nothing_changes_when_no_code_is_unlikely(setup, masking, neighbour):
 @pytest.mark.parametrize("masking", ["dynamic", "static"])
 def test_restoration_below_threshold_equals_plain_reconstruction(masking):
     config = tiny_config(BRAIN, restore_threshold=1e9, masking=masking)
-    detector = Detector(config, *tiny_models(config), torch.device("cpu"))
+    detector = VQVAEDetector.from_modules(config, tiny_models(config), torch.device("cpu"))
     volume = phantom((32, 32, 32))
-    settings = detector.settings(restorations=2)
+    settings = detector.settings_from(PredictOptions(restorations=2))
     encoded = detector.encode(volume, settings)
     residual = detector.residuals(encoded, settings)
     with torch.no_grad():
         recon = detector.vqvae.decode(encoded.codes, encoded.position)
     torch.testing.assert_close(residual, (recon - encoded.slices).abs()[:, 0])
-    floor = detector.settings(method="vqvae-rec")
+    floor = detector.settings_from(PredictOptions(method="vqvae-rec"))
     torch.testing.assert_close(detector.residuals(encoded, floor), residual)
     assert 0.0 <= detector.sample_score(volume, floor) < 1.0
 
@@ -83,19 +85,20 @@ def test_restoration_below_threshold_equals_plain_reconstruction(masking):
 @pytest.mark.parametrize("masking", ["dynamic", "static"])
 def test_detector_restores_exactly_as_the_naive_loop(masking):
     config = tiny_config(BRAIN, restore_threshold=3.0, masking=masking)
-    detector = Detector(config, *tiny_models(config), torch.device("cpu"))
-    encoded = detector.encode(phantom((32, 32, 32)), detector.settings(slice_stride=4))
-    fast, _ = detector.restorations(encoded, detector.settings(restorations=3))
-    naive, _ = detector.restorations(encoded, detector.settings(restorations=3, reference=True))
+    detector = VQVAEDetector.from_modules(config, tiny_models(config), torch.device("cpu"))
+    encoded = detector.encode(phantom((32, 32, 32)), detector.settings_from(PredictOptions(slice_stride=4)))
+    settings = detector.settings_from(PredictOptions(restorations=3))
+    fast, _ = detector.restorations(encoded, settings)
+    naive, _ = detector.restorations(encoded, dataclasses.replace(settings, reference=True))
     assert not torch.equal(fast, encoded.codes.repeat_interleave(3, dim=0))  # some codes were resampled
     assert torch.equal(fast, naive)
 
 
 def test_unknown_method_is_refused():
     config = tiny_config(BRAIN)
-    detector = Detector(config, *tiny_models(config), torch.device("cpu"))
+    detector = VQVAEDetector.from_modules(config, tiny_models(config), torch.device("cpu"))
     with pytest.raises(ValueError, match="vqvae-rec"):
-        detector.settings(method="vae")
+        detector.settings_from(PredictOptions(method="vae"))
 
 
 def test_neighbour_rule_needs_a_later_unlikely_neighbour():

@@ -9,8 +9,9 @@ from helpers import phantom, tiny_config
 
 from mood_vqad.baselines.detector import VAEDetector, VAESettings
 from mood_vqad.baselines.maps import elbo_grad_map, energy_projection, kl_grad_map, slice_map
-from mood_vqad.config import BRAIN, VAE_METHODS, VAEConfig, VAEModelConfig
-from mood_vqad.inference.weights import VAE_FILE, WeightsError, load_vae_weights, save_vae_weights
+from mood_vqad.config import BRAIN, VAE_METHODS, PredictOptions, VAEConfig, VAEModelConfig
+from mood_vqad.errors import WeightsError
+from mood_vqad.inference.weights import VAE_FILE, load_weights, save_weights
 from mood_vqad.nets.vae import VAE
 from mood_vqad.predict import DetectorCache
 
@@ -114,7 +115,7 @@ def detector() -> VAEDetector:
 def test_every_method_maps_the_volume_into_unit_interval(detector, method):
     volume = phantom((24, 28, 32), seed=1)
     volume[8:12, 8:12, 10:14] = 1.0
-    settings = detector.settings(method=method, energy_steps=3, energy_alpha=0.01)
+    settings = detector.settings_from(PredictOptions(method=method, energy_steps=3, energy_alpha=0.01))
     scores = detector.pixel_scores(volume, settings)
     assert scores.shape == volume.shape and scores.dtype == np.float32
     assert np.isfinite(scores).all() and scores.min() >= 0 and scores.max() <= 1
@@ -126,16 +127,19 @@ def test_every_method_maps_the_volume_into_unit_interval(detector, method):
 def test_empty_volume_scores_zero(detector):
     volume = np.zeros((16, 16, 16), dtype=np.float32)
     for method in ("vae-rec", "vae-elbo-grad"):
-        settings = detector.settings(method=method)
+        settings = detector.settings_from(PredictOptions(method=method))
         assert detector.pixel_scores(volume, settings).max() == 0
         assert detector.sample_score(volume, settings) == 0
 
 
 def test_ensemble_is_the_mean_of_its_members(detector):
     volume = phantom((20, 20, 20), seed=2)
-    members = [detector.pixel_scores(volume, detector.settings(method=f"vae-{m}")) for m in ("rec", "combi")]
+    members = [
+        detector.pixel_scores(volume, detector.settings_from(PredictOptions(method=f"vae-{m}")))
+        for m in ("rec", "combi")
+    ]
     ensemble = detector.pixel_scores(
-        volume, detector.settings(method="vae-ensemble", members=("rec", "combi"))
+        volume, detector.settings_from(PredictOptions(method="vae-ensemble", members=("rec", "combi")))
     )
     np.testing.assert_allclose(ensemble, (members[0] + members[1]) / 2, rtol=1e-5, atol=1e-6)
 
@@ -143,8 +147,9 @@ def test_ensemble_is_the_mean_of_its_members(detector):
 @pytest.mark.parametrize("half", [False, True])
 def test_weights_round_trip_and_cache_routing(tmp_path, half):
     config, model = tiny_vae_config(beta=0.5), tiny_vae()
-    save_vae_weights(tmp_path / "brain-vae", config, model, half=half)
-    loaded_config, loaded = load_vae_weights(tmp_path / "brain-vae")
+    save_weights(tmp_path / "brain-vae", config, {VAE_FILE: model}, half=half)
+    loaded_config, modules = load_weights(tmp_path / "brain-vae")
+    loaded = modules[VAE_FILE]
     assert loaded_config == config
     tol = 1e-2 if half else 0.0
     for name, value in model.state_dict().items():
@@ -157,15 +162,15 @@ def test_weights_round_trip_and_cache_routing(tmp_path, half):
 
 def test_mismatched_and_corrupt_vae_weights_raise(tmp_path):
     config = tiny_vae_config()
-    save_vae_weights(tmp_path, config, tiny_vae())
+    save_weights(tmp_path, config, {VAE_FILE: tiny_vae()})
     other = tiny_vae_config(latent_channels=3)
-    save_vae_weights(tmp_path / "other", other, tiny_vae(other.vae))
+    save_weights(tmp_path / "other", other, {VAE_FILE: tiny_vae(other.vae)})
     (tmp_path / VAE_FILE).write_bytes((tmp_path / "other" / VAE_FILE).read_bytes())
     with pytest.raises(WeightsError, match="sha256 does not match"):
-        load_vae_weights(tmp_path)
+        load_weights(tmp_path)
     (tmp_path / "SHA256SUMS").unlink()
     with pytest.raises(WeightsError, match="does not match config.json"):
-        load_vae_weights(tmp_path)
+        load_weights(tmp_path)
     (tmp_path / "config.json").write_text('{"format": 1, "vae": {"nope": 1}}')
     with pytest.raises(WeightsError, match="invalid"):
-        load_vae_weights(tmp_path)
+        load_weights(tmp_path)

@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 from helpers import phantom, save_nifti
 
-from mood_vqad.inference.detector import Detector
+from mood_vqad.config import PredictOptions
+from mood_vqad.errors import CaseError
+from mood_vqad.inference.detector import VQVAEDetector
 from mood_vqad.inference.weights import load_weights
-from mood_vqad.io import CaseError, load_volume
+from mood_vqad.io import load_volume
 from mood_vqad.training.calibrate import calibrate
+
+PERCENTILES = {"sample": 98.0, "restore": 90.0, "pixel": 99.0}
+CPU = PredictOptions(device="cpu", progress=False)
 
 
 @pytest.fixture
@@ -25,13 +30,13 @@ def holdout(tmp_path):
 def test_weights_folder_is_calibrated_in_place(weights_dir, holdout, tmp_path):
     folder = tmp_path / "brain"
     shutil.copytree(weights_dir / "brain", folder)
-    report = calibrate(folder, holdout, 98.0, 90.0, 99.0, device="cpu", progress=False)
-    config, vqvae, prior = load_weights(folder)  # SHA256SUMS must agree with the new config.json
+    report = calibrate(folder, holdout, PERCENTILES, CPU)
+    config, modules = load_weights(folder)  # SHA256SUMS must agree with the new config.json
     region = config.region
     assert report["values"]["restore_threshold"] == region.restore_threshold
     assert report["volumes"] == ["n0.nii.gz", "n1.nii.gz", "n2.nii.gz"]
-    detector = Detector(config, vqvae, prior, "cpu")
-    settings = detector.settings(seed=0)
+    detector = VQVAEDetector.from_modules(config, modules, "cpu")
+    settings = detector.settings_from(CPU)
     volumes = [load_volume(holdout / name)[0] for name in report["volumes"]]
     nll = [detector.code_nll(detector.encode(v, settings), settings).flatten().numpy() for v in volumes]
     nll = np.concatenate(nll)
@@ -48,4 +53,4 @@ def test_a_holdout_folder_without_volumes_fails(weights_dir, tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("nothing")
     shutil.copytree(weights_dir / "brain", tmp_path / "brain")
     with pytest.raises(CaseError, match="no held-out volume"):
-        calibrate(tmp_path / "brain", tmp_path / "empty", 98.0, 90.0, 99.0, device="cpu", progress=False)
+        calibrate(tmp_path / "brain", tmp_path / "empty", PERCENTILES, CPU)

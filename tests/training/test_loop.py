@@ -13,7 +13,7 @@ from helpers import phantom, save_nifti, tiny_config
 from mood_vqad.config import BRAIN, TrainOptions, to_dict
 from mood_vqad.training.cache import prepare_cache
 from mood_vqad.training.loop import BatchOrder, Cluster, amp_dtype, prefetched, split_by_volume
-from mood_vqad.training.tasks import train_prior, train_vqvae
+from mood_vqad.training.tasks import train_autoencoder, train_prior
 
 CPU = torch.device("cpu")
 TIMEOUT_S = 180
@@ -74,7 +74,7 @@ def _train_two_ranks(rank: int, ports: tuple[int, int], cache: str, out: str) ->
     )  # fmt: skip
     # One process group per run, as with one torchrun command each; a new port keeps the stores apart.
     os.environ["MASTER_PORT"] = str(ports[0])
-    vqvae = train_vqvae(cache, f"{out}/vqvae", options, config)
+    vqvae = train_autoencoder("vqvae", cache, f"{out}/vqvae", options, config)
     os.environ["MASTER_PORT"] = str(ports[1])
     prior = train_prior(cache, f"{out}/prior", f"{out}/vqvae", options, config)
     torch.save({"vqvae": vqvae.state_dict(), "prior": prior.state_dict()}, f"{out}/rank{rank}.pt")

@@ -14,7 +14,7 @@ from helpers import cli_flags, phantom, run_cli, save_nifti, tiny_config
 from mood_vqad.cli import main
 from mood_vqad.config import BRAIN, TrainOptions, load_config, to_dict
 from mood_vqad.inference.weights import load_weights
-from mood_vqad.training.tasks import train_prior, train_vqvae
+from mood_vqad.training.tasks import train_autoencoder, train_prior
 
 SHAPE = (32, 32, 32)
 STEPS = 4
@@ -103,7 +103,7 @@ def test_calibration_sets_thresholds_and_scales(pipeline):
 
 def test_export_writes_the_predictors_folder_and_a_model_card(pipeline):
     folder = pipeline["root"] / "weights" / "brain"
-    config, _, _ = load_weights(folder)
+    config, _ = load_weights(folder)
     assert config == load_config(pipeline["root"] / "prior" / "config.json")
     card = (folder / "MODEL_CARD.md").read_text()
     assert "v0.nii.gz" in card and f"{STEPS} steps" in card and "sample_threshold" in card
@@ -138,7 +138,7 @@ def test_resume_matches_an_uninterrupted_run(pipeline, tmp_path, model, one_thre
         options = TrainOptions(steps=steps, resume=resume, progress=False, device="cpu", **flags)
         overrides = None if resume else pipeline["config"]
         if model == "vqvae":
-            train_vqvae(root / "cache", tmp_path, options, overrides)
+            train_autoencoder("vqvae", root / "cache", tmp_path, options, overrides)
         else:
             train_prior(root / "cache", tmp_path, root / "vqvae", options, overrides)
 
@@ -199,4 +199,6 @@ def test_help_of_the_new_commands_shows_defaults(capsys):
 def test_train_config_must_agree_with_the_cache(pipeline, tmp_path):
     other = {**pipeline["config"], "region": {**pipeline["config"]["region"], "slice_size": 64}}
     with pytest.raises(ValueError, match="region settings come from the cache"):
-        train_vqvae(pipeline["root"] / "cache", tmp_path, TrainOptions(device="cpu", progress=False), other)
+        train_autoencoder(
+            "vqvae", pipeline["root"] / "cache", tmp_path, TrainOptions(device="cpu", progress=False), other
+        )

@@ -1,0 +1,173 @@
+"""`prepare`, `train`, `calibrate` and `export`: from normal volumes to a shipped weights folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mood_vqad.cli.common import DEVICES, add_scoring_options, predict_options, read_overrides
+from mood_vqad.config import REGIONS, TrainOptions
+
+
+def add_prepare(sub: argparse._SubParsersAction) -> None:
+    """The `prepare` sub-command."""
+    p = sub.add_parser(
+        "prepare",
+        help="preprocess a folder of normal volumes once into a slice cache for training",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("data_dir", help="folder of .nii.gz training volumes")
+    p.add_argument("cache_dir", help="output folder: slices.npy, positions.npy, volume_ids.npy, cache.json")
+    p.add_argument("--region", choices=REGIONS, required=True)
+    p.add_argument("--config", default=None, help="JSON file whose 'region' section overrides the defaults")
+    p.add_argument("--workers", type=int, default=None, help="reading processes (default: CPUs, at most 4)")
+    p.set_defaults(func=run_prepare)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Run `prepare`."""
+    from mood_vqad.config import model_defaults, with_overrides
+    from mood_vqad.training.cache import default_workers, prepare_cache
+
+    region = with_overrides(model_defaults(args.region), read_overrides(args.config)).region
+    workers = args.workers or default_workers()
+    prepare_cache(args.data_dir, args.cache_dir, region, workers, progress=not args.no_progress)
+    return 0
+
+
+def _train_options() -> argparse.ArgumentParser:
+    """The options every `train` model takes: folders, --config and TrainOptions' fields."""
+    d = TrainOptions()
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("cache_dir", help="slice cache written by `prepare`")
+    common.add_argument("run_dir", help="folder for config, checkpoint, log and curves")
+    common.add_argument(
+        "--config",
+        default=None,
+        help="JSON file: its vqvae / prior / augment (vae: vae / augment) sections override the defaults",
+    )
+    common.add_argument(
+        "--steps", type=int, default=d.steps, help="optimizer steps in all (also when resuming)"
+    )
+    common.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
+    common.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    common.add_argument("--seed", type=int, default=d.seed, help="initialisation, data order, augmentation")
+    common.add_argument("--val-fraction", type=float, default=d.val_fraction, help="volumes held out")
+    common.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations")
+    common.add_argument("--val-batches", type=int, default=d.val_batches, help="batches per validation")
+    common.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps")
+    common.add_argument("--log-every", type=int, default=d.log_every, help="steps between log entries")
+    common.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=d.amp, help="GPU only")
+    common.add_argument("--device", choices=DEVICES, default=d.device, help="auto: GPU if visible")
+    common.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
+    return common
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    """The `train vqvae|prior|vae` sub-commands."""
+    d, common = TrainOptions(), _train_options()
+    p = sub.add_parser("train", help="train the VQ-VAE, then the prior (several GPUs: torchrun)")
+    models = p.add_subparsers(dest="model", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    v = models.add_parser("vqvae", parents=[common], formatter_class=fmt, help="VQ-VAE on augmented slices")
+    v.add_argument(
+        "--restart-every", type=int, default=d.restart_every, help="steps between dead-code restarts"
+    )
+    v.add_argument(
+        "--dead-usage", type=float, default=d.dead_usage, help="EMA usage below which a code is dead"
+    )
+    q = models.add_parser("prior", parents=[common], formatter_class=fmt, help="prior on the VQ-VAE's codes")
+    q.add_argument("--vqvae", default=None, help="the VQ-VAE's run folder (not needed with --resume)")
+    q.add_argument(
+        "--augment-codes",
+        action="store_true",
+        help="learn codes of augmented slices, encoded every step (few subjects: against memorising them)",
+    )
+    b = models.add_parser(
+        "vae", parents=[common], formatter_class=fmt, help="(beta-)VAE baseline on augmented slices"
+    )
+    b.add_argument(
+        "--beta", type=float, default=None, help="KL weight (None: the config's vae.beta, 1 = plain VAE)"
+    )
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run `train MODEL`."""
+    from mood_vqad.training.tasks import train_autoencoder, train_prior
+
+    fields = TrainOptions.__dataclass_fields__
+    options = TrainOptions(
+        **{k: v for k, v in vars(args).items() if k in fields}, progress=not args.no_progress
+    )
+    overrides = read_overrides(args.config)
+    if args.model == "prior":
+        train_prior(args.cache_dir, args.run_dir, args.vqvae, options, overrides, args.augment_codes)
+    else:
+        beta = getattr(args, "beta", None)
+        train_autoencoder(args.model, args.cache_dir, args.run_dir, options, overrides, beta=beta)
+    return 0
+
+
+def add_calibrate(sub: argparse._SubParsersAction) -> None:
+    """The `calibrate` sub-command."""
+    p = sub.add_parser(
+        "calibrate",
+        help="set thresholds and score scales from held-out normal volumes",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "source",
+        metavar="WEIGHTS_OR_RUN_DIR",
+        help="a region's weights folder or a prior run; a VAE run or WEIGHTS/<region>-vae: the VAE's scales",
+    )
+    p.add_argument("holdout_dir", help="folder of normal .nii.gz volumes not used for training")
+    p.add_argument("--sample-percentile", type=float, default=98.0, help="of per-code NLL: sample_threshold")
+    p.add_argument(
+        "--restore-percentile", type=float, default=90.0, help="of per-code NLL: restore_threshold"
+    )
+    p.add_argument(
+        "--pixel-percentile", type=float, default=99.0, help="of foreground residuals / maps: their scales"
+    )
+    add_scoring_options(p)
+    p.set_defaults(func=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Run `calibrate` and print the calibrated values."""
+    from mood_vqad.training.calibrate import calibrate
+
+    percentiles = {
+        "sample": args.sample_percentile,
+        "restore": args.restore_percentile,
+        "pixel": args.pixel_percentile,
+    }
+    report = calibrate(args.source, args.holdout_dir, percentiles, predict_options(args))
+    print(json.dumps(report["values"], indent=2))
+    return 0
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    """The `export` sub-command."""
+    p = sub.add_parser(
+        "export",
+        help="write a prior run's models as WEIGHTS_DIR/<region>/ (a VAE run's: <region>-vae/) for `predict`",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", help="a prior or VAE run folder (calibrated)")
+    p.add_argument("weights_dir", help="weights folder; the region's sub-folder is (over)written")
+    p.add_argument("--half", action="store_true", help="store weights in fp16 (the codebook stays fp32)")
+    p.add_argument(
+        "--notes", default=None, help="Markdown file appended to the model card (data caveats, results)"
+    )
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Run `export` and print the folder written."""
+    from mood_vqad.training.export import export
+
+    notes = Path(args.notes).read_text() if args.notes else ""
+    print(export(args.run_dir, args.weights_dir, half=args.half, notes=notes))
+    return 0
