@@ -182,7 +182,7 @@ REGION_DEFAULTS = {"brain": BRAIN, "abdom": ABDOM}
 REGIONS = tuple(REGION_DEFAULTS)
 # vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction, no prior (a floor).
 VQVAE_METHODS = ("vqvae-restoration", "vqvae-rec")
-# The VAE baselines of Zimmerer et al. (see README, "Baselines"): one map per predictor and their ensemble.
+# The VAE baselines of Zhou et al. 2020 (README, "Baselines"): one map per predictor and their ensemble.
 VAE_PREDICTORS = ("rec", "elbo-grad", "kl-grad", "combi", "energy")
 VAE_METHODS = tuple(f"vae-{name}" for name in VAE_PREDICTORS) + ("vae-ensemble",)
 # Each model family and its --method names; a new family is one entry here and one in predict.FAMILIES.

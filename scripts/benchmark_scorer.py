@@ -5,7 +5,7 @@ few anomalous blobs per case), runs the evaluation in a subprocess and reports i
 resident memory: ru_maxrss of that child alone, from os.wait4. Linux carries a parent's peak RSS into a
 child across fork + exec, so the cases are built in a separate process and this one stays small.
 Target: < 4 GB, where sklearn's average_precision_score on the concatenated 537M voxels is estimated at
-15-25 GB (notes/mood-contract.md).
+15-25 GB (a sort of every score plus cumulative sums over all of them).
 
     python scripts/benchmark_scorer.py [--size 512] [--cases 4] [--keep DIR]
 """

@@ -1,6 +1,6 @@
-"""The VAE baselines of Zimmerer et al. as a detector of the `inference.protocol.Detector` kind.
+"""The VAE baselines (Zhou et al. 2020) as a detector of the `inference.protocol.Detector` kind.
 
-Each predictor's slice maps (`vae_maps`) go through the predictor's own volume pipeline: slices picked
+Each predictor's slice maps (`baselines.maps`) go through the predictor's own volume pipeline: slices picked
 and resized as for the VQ-VAE, maps interpolated between scored slices, post-filtered, resized back,
 squashed into [0, 1) by a scale calibrated on held-out normal volumes, and zero outside the foreground.
 vae-ensemble averages the squashed maps of its members. Sample scores: vae-elbo-grad scores a volume

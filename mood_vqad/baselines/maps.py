@@ -1,6 +1,7 @@
-"""Per-slice anomaly maps of a trained VAE: the localisation predictors of seed 001.
+"""Per-slice anomaly maps of a trained VAE: the localisation predictors compared by Zhou et al. 2020.
 
-Zimmerer et al. 2019 (reconstruction error, |gradient of the ELBO|, |gradient of the KL| and their
+Zhou, Deng & Wu 2020 ("Unsupervised anomaly localization using VAE and beta-VAE") compare the predictors
+of Zimmerer et al. 2019 (reconstruction error, |gradient of the ELBO|, |gradient of the KL| and their
 combination) and Dehaene et al. 2020 (energy-based projection). Every map is computed on a batch of
 slices with the network frozen and x requiring grad; the latent is the posterior mean, so maps are
 deterministic. The loss terms are those the VAE trained on: L(x) = rec(x, x_hat) + beta * KL.

@@ -1,7 +1,9 @@
-"""Scoring one volume with loaded weights: the latent-space restoration detector and what it is made of.
+"""Scoring one volume with loaded weights: the detector protocol, the VQ-VAE detector and its parts.
 
-`slicing` (normalisation, slices in and maps back to the volume), `scores` (NLL and residual scores, the
-post-filter), `restore` (resampling unlikely codes from the prior), `weights` (the weights folder),
-`detector` (one region's VQ-VAE + prior scoring a volume) and `timing` (per-stage seconds for benchmarks).
-Imports `nets` and the package's base modules (config, io); never training, evaluation or the CLI.
+`protocol` (`Detector`: what every family offers prediction, with `settings_from(PredictOptions)`),
+`detector` (the VQ-VAE family's: one region's VQ-VAE + prior scoring a volume), `slicing`
+(normalisation, slices in and maps back to the volume), `scores` (NLL and residual scores), `restore`
+(resampling unlikely codes from the prior), `weights` (the weights folder of any family: one saver and
+one loader over {file: module}) and `timing` (per-stage seconds for benchmarks).
+Imports `nets` and the base modules (config, io, errors); never baselines, training, evaluation or the CLI.
 """

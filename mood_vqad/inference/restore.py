@@ -2,7 +2,8 @@
 
 Two masking rules (Marimont & Tarroni 2021): `dynamic` re-tests every code against the partly restored
 context, as the authors did; `static` decides once, on the input's codes. The optional neighbour rule
-(seed 002) resamples a code only if one of its later neighbours (i, j+1), (i+1, j-1..j+1) is unlikely too.
+(Wang et al. 2020, "Image anomaly detection using normal data only by latent space resampling")
+resamples a code only if one of its later neighbours (i, j+1), (i+1, j-1..j+1) is unlikely too.
 
 `restore` computes exactly what `restore_naive` (one full prior pass over every map per position)
 computes, from the same uniform draws, while running the prior only on the maps that need it and only on

@@ -1,4 +1,4 @@
-"""2D (beta-)VAE over slices, conditioned on the slice's position in the volume: the baseline of seed 001.
+"""2D (beta-)VAE over slices, conditioned on the slice's position in the volume: the VAE baselines' network.
 
 Kingma & Welling 2014 (VAE), Higgins et al. 2017 (beta-VAE), as used for anomaly localisation by
 Zimmerer et al. 2019. The convolutional encoder and decoder are the VQ-VAE's (same stages, residual

@@ -1,7 +1,8 @@
 """Training the models on normal volumes, and turning a run into a shipped weights folder.
 
 `cache` (the slice cache `prepare` writes), `augment`, `loop` (the trainer, one process or many),
-`tasks` (what one step of each model does; `train vqvae|prior|vae`), `runs` (the run folder),
-`calibrate` (thresholds and scales on held-out normals) and `export` (weights folder and model card).
-Imports `inference`, `baselines`, `nets` and the base modules; nothing imports training but the CLI.
+`tasks` (what one step of each model does; `train_autoencoder` for the VQ-VAE and the VAE, `train_prior`),
+`runs` (the run folder, `load_run` for either family), `calibrate` (one driver, a calibration per
+family) and `export` (weights folder and model card of either family).
+Imports `predict`, `baselines`, `inference`, `nets` and the base modules; only the CLI imports training.
 """
