@@ -22,7 +22,7 @@ from mood_vqad.config import REGIONS, TrainOptions, model_defaults, with_overrid
 from mood_vqad.training.augment import AugmentConfig
 from mood_vqad.training.cache import SliceCache
 from mood_vqad.training.loop import Trainer, start_cluster
-from mood_vqad.training.tasks import PriorTask, VQVAETask
+from mood_vqad.training.steps import PriorTask, VQVAETask
 
 
 def time_steps(trainer: Trainer, steps: int, warmup: int) -> float:

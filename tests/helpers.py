@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from mood_vqad.config import ModelConfig, PriorConfig, RegionConfig, VQVAEConfig
+from mood_vqad.config import ModelConfig, PriorConfig, RegionConfig, VAEConfig, VAEModelConfig, VQVAEConfig
 from mood_vqad.inference.weights import Modules, build_modules
 
 TINY_VQVAE = VQVAEConfig(channels=(4, 8, 16), res_blocks=1, num_codes=16, code_dim=8)
@@ -25,7 +25,17 @@ def tiny_config(region: RegionConfig, **changes: object) -> ModelConfig:
     return ModelConfig(region=region, vqvae=TINY_VQVAE, prior=TINY_PRIOR)
 
 
-def tiny_models(config: ModelConfig, seed: int = 0) -> Modules:
+TINY_VAE = VAEConfig(channels=(4, 8), res_blocks=1, latent_channels=2)
+
+
+def tiny_vae_config(**changes: object) -> VAEModelConfig:
+    """32 x 32 slices, every 4th scored, a two-stage VAE with a 2 x 16 x 16 latent."""
+    return VAEModelConfig(
+        region=tiny_config(RegionConfig()).region, vae=dataclasses.replace(TINY_VAE, **changes)
+    )
+
+
+def tiny_models(config: ModelConfig | VAEModelConfig, seed: int = 0) -> Modules:
     """Randomly initialised models of a config as {file: module}, in eval mode."""
     torch.manual_seed(seed)
     return {name: module.eval() for name, module in build_modules(config).items()}

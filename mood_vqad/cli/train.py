@@ -6,27 +6,22 @@ import argparse
 import json
 from pathlib import Path
 
-from mood_vqad.cli.common import DEVICES, add_scoring_options, predict_options, read_overrides
+from mood_vqad.cli.common import DEVICES, add_command, add_scoring_options, predict_options, read_overrides
 from mood_vqad.config import REGIONS, TrainOptions
 
 
 def add_prepare(sub: argparse._SubParsersAction) -> None:
     """The `prepare` sub-command."""
-    p = sub.add_parser(
-        "prepare",
-        help="preprocess a folder of normal volumes once into a slice cache for training",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "prepare", run_prepare)
     p.add_argument("data_dir", help="folder of .nii.gz training volumes")
     p.add_argument("cache_dir", help="output folder: slices.npy, positions.npy, volume_ids.npy, cache.json")
     p.add_argument("--region", choices=REGIONS, required=True)
     p.add_argument("--config", default=None, help="JSON file whose 'region' section overrides the defaults")
     p.add_argument("--workers", type=int, default=None, help="reading processes (default: CPUs, at most 4)")
-    p.set_defaults(func=run_prepare)
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    """Run `prepare`."""
+    """Preprocess a folder of normal volumes once into a slice cache for training."""
     from mood_vqad.config import model_defaults, with_overrides
     from mood_vqad.training.cache import default_workers, prepare_cache
 
@@ -112,11 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_calibrate(sub: argparse._SubParsersAction) -> None:
     """The `calibrate` sub-command."""
-    p = sub.add_parser(
-        "calibrate",
-        help="set thresholds and score scales from held-out normal volumes",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "calibrate", run_calibrate)
     p.add_argument(
         "source",
         metavar="WEIGHTS_OR_RUN_DIR",
@@ -131,11 +122,10 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         "--pixel-percentile", type=float, default=99.0, help="of foreground residuals / maps: their scales"
     )
     add_scoring_options(p)
-    p.set_defaults(func=run_calibrate)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    """Run `calibrate` and print the calibrated values."""
+    """Set thresholds and score scales from held-out normal volumes."""
     from mood_vqad.training.calibrate import calibrate
 
     percentiles = {
@@ -150,22 +140,17 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     """The `export` sub-command."""
-    p = sub.add_parser(
-        "export",
-        help="write a prior run's models as WEIGHTS_DIR/<region>/ (a VAE run's: <region>-vae/) for `predict`",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "export", run_export)
     p.add_argument("run_dir", help="a prior or VAE run folder (calibrated)")
     p.add_argument("weights_dir", help="weights folder; the region's sub-folder is (over)written")
     p.add_argument("--half", action="store_true", help="store weights in fp16 (the codebook stays fp32)")
     p.add_argument(
         "--notes", default=None, help="Markdown file appended to the model card (data caveats, results)"
     )
-    p.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Run `export` and print the folder written."""
+    """Write a prior run's models as WEIGHTS_DIR/<region>/ (a VAE run's: <region>-vae/) for `predict`."""
     from mood_vqad.training.export import export
 
     notes = Path(args.notes).read_text() if args.notes else ""

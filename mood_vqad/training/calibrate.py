@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,15 @@ log = logging.getLogger(__name__)
 
 VOXELS_PER_VOLUME = 200_000  # foreground voxels sampled per held-out volume for a map's percentile
 CALIBRATED = ("sample_threshold", "restore_threshold", "sample_scale", "pixel_scale")
-Percentiles = dict[str, float]  # "sample", "restore" (VQ-VAE only) and "pixel"
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The held-out normal cases, the percentiles to take of them, and whether to show progress bars."""
+
+    cases: list[Path]
+    percentiles: dict[str, float]  # "sample", "restore" (VQ-VAE only) and "pixel"
+    progress: bool = True
 
 
 def read_volumes(cases: list[Path], desc: str, progress: bool) -> Iterator[tuple[Path, np.ndarray]]:
@@ -66,23 +75,19 @@ def foreground_sample(values: np.ndarray, mask: np.ndarray | None, rng: np.rando
 
 
 def calibrate_vqvae(
-    detector: VQVAEDetector,
-    cases: list[Path],
-    percentiles: Percentiles,
-    options: PredictOptions,
-    progress: bool,
+    detector: VQVAEDetector, holdout: Holdout, options: PredictOptions
 ) -> tuple[ModelConfig, dict[str, Any]]:
     """The VQ-VAE's thresholds and scales; returns the calibrated config and the report's values."""
     settings = detector.settings_from(options)
     nll = {
         case: detector.code_nll(detector.encode(volume, settings), settings).cpu()
-        for case, volume in read_volumes(cases, "nll", progress)
+        for case, volume in read_volumes(holdout.cases, "nll", holdout.progress)
     }
     pooled = torch.cat([n.flatten() for n in nll.values()]).numpy() if nll else np.zeros(0)
     if pooled.size == 0:
-        raise CaseError(cases[0].parent, "no held-out volume gave a scored slice")
-    sample_threshold = float(np.percentile(pooled, percentiles["sample"]))
-    restore_threshold = float(np.percentile(pooled, percentiles["restore"]))
+        raise CaseError(holdout.cases[0].parent, "no held-out volume gave a scored slice")
+    sample_threshold = float(np.percentile(pooled, holdout.percentiles["sample"]))
+    restore_threshold = float(np.percentile(pooled, holdout.percentiles["restore"]))
     raw_scores = {
         case.name: sample_score(n, sample_threshold, settings.slice_stride) for case, n in nll.items()
     }
@@ -102,13 +107,13 @@ def calibrate_vqvae(
     rng = np.random.default_rng(settings.seed)
     residuals = [
         foreground_sample(detector.filtered_residuals(volume, settings), foreground_mask(volume, region), rng)
-        for _, volume in read_volumes(list(nll), "pixel", progress)
+        for _, volume in read_volumes(list(nll), "pixel", holdout.progress)
     ]
-    percentile = float(np.percentile(np.concatenate(residuals), percentiles["pixel"]))
+    percentile = float(np.percentile(np.concatenate(residuals), holdout.percentiles["pixel"]))
     region = dataclasses.replace(region, pixel_scale=positive(percentile, 1.0, "pixel residual percentile"))
     report = {
         "volumes": list(raw_scores),
-        "percentiles": percentiles,
+        "percentiles": holdout.percentiles,
         "values": {name: getattr(region, name) for name in CALIBRATED},
         "raw_sample_scores": raw_scores,
     }
@@ -116,11 +121,7 @@ def calibrate_vqvae(
 
 
 def calibrate_vae(
-    detector: VAEDetector,
-    cases: list[Path],
-    percentiles: Percentiles,
-    options: PredictOptions,
-    progress: bool,
+    detector: VAEDetector, holdout: Holdout, options: PredictOptions
 ) -> tuple[Any, dict[str, Any]]:
     """The VAE's scales: each map's percentile on the foreground, the ELBO's median; config and report."""
     settings = detector.settings_from(options)
@@ -128,23 +129,23 @@ def calibrate_vae(
     every = dataclasses.replace(settings, method="vae-ensemble", members=VAE_PREDICTORS)
     samples: dict[str, list[np.ndarray]] = {p: [] for p in VAE_PREDICTORS}
     elbo = {}
-    for case, volume in read_volumes(cases, "maps", progress):
+    for case, volume in read_volumes(holdout.cases, "maps", holdout.progress):
         mask = foreground_mask(volume, detector.region)
         for predictor, values in detector.raw_maps(volume, every).items():
             samples[predictor].append(foreground_sample(values, mask, rng))
         elbo[case.name] = detector.raw_elbo(volume, settings)
     if not elbo:
-        raise CaseError(cases[0].parent, "no readable held-out volume")
+        raise CaseError(holdout.cases[0].parent, "no readable held-out volume")
     values = {}
     for predictor, parts in samples.items():
-        percentile = float(np.percentile(np.concatenate(parts), percentiles["pixel"]))
+        percentile = float(np.percentile(np.concatenate(parts), holdout.percentiles["pixel"]))
         values[scale_name(predictor)] = percentile if percentile > 0 else 1.0
     median = float(np.median(list(elbo.values())))
     values["elbo"] = median if median > 0 else 1.0
     scales = dataclasses.replace(detector.config.scales, **values, calibrated=True)
     report = {
         "volumes": list(elbo),
-        "percentiles": {"pixel": percentiles["pixel"]},
+        "percentiles": {"pixel": holdout.percentiles["pixel"]},
         "energy": {
             "steps": settings.energy_steps,
             "alpha": settings.energy_alpha,
@@ -156,7 +157,7 @@ def calibrate_vae(
     return dataclasses.replace(detector.config, scales=scales), report
 
 
-Calibrator = Callable[[Any, list[Path], Percentiles, PredictOptions, bool], tuple[Any, dict[str, Any]]]
+Calibrator = Callable[[Any, Holdout, PredictOptions], tuple[Any, dict[str, Any]]]
 # Each family's detector class and calibration, by config family.
 CALIBRATORS: dict[str, tuple[Any, Calibrator]] = {
     "vqvae": (VQVAEDetector, calibrate_vqvae),
@@ -165,7 +166,7 @@ CALIBRATORS: dict[str, tuple[Any, Calibrator]] = {
 
 
 def calibrate(
-    source: Path, holdout_dir: Path, percentiles: Percentiles, options: PredictOptions
+    source: Path, holdout_dir: Path, percentiles: dict[str, float], options: PredictOptions
 ) -> dict[str, Any]:
     """Calibrate a weights folder or a prior / VAE run folder in place; returns what calibration.json holds.
 
@@ -179,8 +180,8 @@ def calibrate(
     detector = detector_class.from_modules(config, modules, resolve_device(options.device))
     # Scoring as prediction's default method does, without the per-volume inner progress bars.
     quiet = dataclasses.replace(options, method=FAMILY_METHODS[config.family][0], progress=False)
-    cases = list_cases(Path(holdout_dir))
-    config, values = calibrate_family(detector, cases, percentiles, quiet, options.progress)
+    holdout = Holdout(list_cases(Path(holdout_dir)), percentiles, options.progress)
+    config, values = calibrate_family(detector, holdout, quiet)
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "holdout": str(Path(holdout_dir).resolve()),

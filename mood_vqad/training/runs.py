@@ -10,16 +10,20 @@ RUN/vqvae.pt, RUN/codes.npy   (prior runs) the VQ-VAE's weights and the code gri
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from mood_vqad.config import ModelConfig, VAEModelConfig, load_config
-from mood_vqad.errors import RunError
+from mood_vqad.config import ModelConfig, TrainOptions, VAEModelConfig, load_config, save_config
+from mood_vqad.errors import ConfigError, RunError
 from mood_vqad.inference.weights import CONFIG_FILE, PRIOR_FILE, VAE_FILE, Modules, build_modules
-from mood_vqad.io import read_json, write_atomic
+from mood_vqad.io import read_json, write_atomic, write_json
+from mood_vqad.training.cache import SliceCache
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -125,3 +129,51 @@ def load_run(run_dir: Path) -> tuple[ModelConfig | VAEModelConfig, Modules]:
             state = torch.load(run_dir / name, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
     return config, {name: module.eval() for name, module in modules.items()}
+
+
+def data_info(cache: SliceCache, pools: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """What a run was trained on: the cache, its volumes, and the validation volumes."""
+    files = [v["file"] for v in cache.meta["volumes"]]
+    val_ids = np.unique(cache.volume_ids[pools[1]])
+    return {
+        "cache": str(cache.directory.resolve()),
+        "source": cache.meta["source"],
+        "volumes": files,
+        "val_volumes": [files[i] for i in val_ids],
+        "train_slices": len(pools[0]),
+        "val_slices": len(pools[1]),
+    }
+
+
+def open_run(run_dir: Path, options: TrainOptions, overrides: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Check the run folder against --resume; returns the run.json of a resumed run, else None."""
+    checkpoint = run_dir / CHECKPOINT_FILE
+    if options.resume:
+        if not checkpoint.is_file():
+            raise RunError(f"{checkpoint}: nothing to resume")
+        if overrides:
+            raise ConfigError("a resumed run keeps its config.json: drop --config")
+        return read_json(run_dir / RUN_FILE)
+    if checkpoint.exists():
+        raise RunError(f"{run_dir} holds a run already: pass --resume, or choose a new folder")
+    return None
+
+
+def write_run(
+    run_dir: Path, config: ModelConfig | VAEModelConfig, run: dict[str, Any], options: TrainOptions
+) -> None:
+    """Write a new run's config.json and run.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / CONFIG_FILE)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_json(run_dir / RUN_FILE, {**run, "options": dataclasses.asdict(options), "started": started})
+
+
+def resume_split(
+    run: dict[str, Any], data: dict[str, Any], run_dir: Path, options: TrainOptions, main: bool
+) -> None:
+    """A resumed run must validate on the volumes it started with; run.json then records the new options."""
+    if run["data"]["val_volumes"] != data["val_volumes"]:
+        raise ConfigError("--val-fraction or --seed changed the validation volumes of the resumed run")
+    if main:
+        write_json(run_dir / RUN_FILE, {**run, "options": dataclasses.asdict(options)})

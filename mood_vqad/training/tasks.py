@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -32,16 +30,14 @@ from mood_vqad.config import (
     dataclass_from_json,
     load_config,
     model_defaults,
-    save_config,
     with_overrides,
 )
 from mood_vqad.errors import ConfigError, RunError
 from mood_vqad.inference.weights import CONFIG_FILE, VQVAE_FILE
-from mood_vqad.io import read_json, write_atomic, write_json
+from mood_vqad.io import read_json, write_atomic
 from mood_vqad.nets.pixelsnail import PixelSNAIL
-from mood_vqad.nets.vae import VAE
 from mood_vqad.nets.vqvae import VQVAE
-from mood_vqad.training.augment import AugmentConfig, augment
+from mood_vqad.training.augment import AugmentConfig
 from mood_vqad.training.cache import SliceCache
 from mood_vqad.training.loop import (
     Cluster,
@@ -51,144 +47,23 @@ from mood_vqad.training.loop import (
     split_by_volume,
     start_cluster,
     stop_cluster,
-    sum_over_ranks,
 )
-from mood_vqad.training.runs import CHECKPOINT_FILE, CODES_FILE, RUN_FILE, final_losses, load_checkpoint
+from mood_vqad.training.runs import (
+    CHECKPOINT_FILE,
+    CODES_FILE,
+    RUN_FILE,
+    data_info,
+    final_losses,
+    load_checkpoint,
+    open_run,
+    resume_split,
+    write_run,
+)
+from mood_vqad.training.steps import AugmentedPriorTask, PriorTask, VAETask, VQVAETask, check_grid
 
 log = logging.getLogger(__name__)
 
 ENCODE_BATCH = 256  # slices per VQ-VAE pass when encoding the cache for the prior
-
-
-class VQVAETask:
-    """Reconstruction of augmented slices; EMA codebook, dead codes restarted on the batch's latents."""
-
-    kind = "vqvae"
-    metrics = ("loss", "rec_loss", "commitment")
-
-    def __init__(
-        self, config: ModelConfig, cache: SliceCache, augmentation: AugmentConfig, options: TrainOptions
-    ):
-        self.model = VQVAE(config.vqvae)
-        check_grid(config, self.model)
-        self.cache, self.augmentation = cache, augmentation
-        self.restart_every, self.dead_usage = options.restart_every, options.dead_usage
-        self.restarted = 0  # since the last logged step
-
-    def load(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """Cached slices (B, 1, S, S) float16 and their positions (B,)."""
-        return torch.from_numpy(self.cache.slices[indices]), torch.from_numpy(self.cache.positions[indices])
-
-    def inputs(self, batch: tuple[torch.Tensor, ...], train: bool) -> tuple[torch.Tensor, ...]:
-        """Slices in float32, augmented when training."""
-        slices, position = batch
-        slices = slices.float()
-        return (augment(slices, self.augmentation) if train else slices), position
-
-    def losses(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        """The VQ-VAE's own forward: loss terms, codes and latents."""
-        return model(*inputs)
-
-    def after_step(self, done: int, out: dict[str, torch.Tensor]) -> None:
-        """Every restart_every steps, move dead codes onto latents of this batch (all processes at once)."""
-        if self.restart_every and done % self.restart_every == 0:
-            self.restarted += self.model.quantizer.restart_dead_codes(
-                out["latents"].detach(), self.dead_usage
-            )
-
-    def usage(self, out: dict[str, torch.Tensor], cluster: Cluster) -> dict[str, float]:
-        """Codebook use: perplexity of the step's codes over all processes, dead and restarted codes."""
-        counts = torch.bincount(out["codes"].flatten(), minlength=self.model.config.num_codes).float()
-        share = sum_over_ranks(counts, cluster)
-        share = share / share.sum()
-        values = {
-            "perplexity": float(torch.exp(-torch.special.xlogy(share, share).sum())),
-            "dead_codes": int((self.model.quantizer.cluster_size < self.dead_usage).sum()),
-            "restarted": self.restarted,
-        }
-        self.restarted = 0
-        return values
-
-
-class VAETask(VQVAETask):
-    """The negative ELBO of augmented slices (reconstruction + beta * KL), read like the VQ-VAE's."""
-
-    kind = "vae"
-    metrics = ("loss", "rec_loss", "kl")
-
-    def __init__(
-        self, config: VAEModelConfig, cache: SliceCache, augmentation: AugmentConfig, options: TrainOptions
-    ):
-        self.model = VAE(config.vae)
-        self.cache, self.augmentation = cache, augmentation
-
-    def after_step(self, done: int, out: dict[str, torch.Tensor]) -> None:
-        """Nothing to do after a VAE step."""
-
-    def usage(self, out: dict[str, torch.Tensor], cluster: Cluster) -> dict[str, float]:
-        """No extra values for the VAE."""
-        return {}
-
-
-class PriorTask:
-    """Cross-entropy of the code grids under the prior, teacher-forced in one pass."""
-
-    kind = "prior"
-    metrics = ("loss",)
-
-    def __init__(self, config: ModelConfig, codes: np.ndarray, positions: np.ndarray):
-        self.model = PixelSNAIL(config.prior)
-        self.codes, self.positions = codes, positions
-
-    def load(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """Code grids (B, h, w) long and their slice positions (B,)."""
-        return torch.from_numpy(self.codes[indices].astype(np.int64)), torch.from_numpy(
-            self.positions[indices]
-        )
-
-    def inputs(self, batch: tuple[torch.Tensor, ...], train: bool) -> tuple[torch.Tensor, ...]:
-        """The codes as they are (see the module docstring)."""
-        return batch
-
-    def losses(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        """Mean per-code NLL in nats."""
-        codes, position = inputs
-        logits = model(codes, position)  # (B, K, h, w)
-        return {"loss": F.cross_entropy(logits.float(), codes)}
-
-    def after_step(self, done: int, out: dict[str, torch.Tensor]) -> None:
-        """Nothing to do after a prior step."""
-
-    def usage(self, out: dict[str, torch.Tensor], cluster: Cluster) -> dict[str, float]:
-        """No extra values for the prior."""
-        return {}
-
-
-class AugmentedPriorTask(PriorTask):
-    """The prior on the codes of augmented slices, encoded at every step by the frozen VQ-VAE.
-
-    Validation encodes un-augmented slices, exactly the codes the predictor sees.
-    """
-
-    def __init__(
-        self,
-        config: ModelConfig,
-        cache: SliceCache,
-        vqvae: VQVAE,
-        augmentation: AugmentConfig,
-        device: torch.device,
-    ):
-        super().__init__(config, np.zeros(0, dtype=np.int16), cache.positions)
-        self.cache, self.augmentation = cache, augmentation
-        self.vqvae = vqvae.to(device).eval().requires_grad_(False)
-
-    load = VQVAETask.load
-
-    @torch.no_grad()
-    def inputs(self, batch: tuple[torch.Tensor, ...], train: bool) -> tuple[torch.Tensor, ...]:
-        """Code grids (B, h, w) of the slices, augmented when training, and their positions."""
-        slices, position = VQVAETask.inputs(self, batch, train)
-        return self.vqvae.encode(slices, position), position
 
 
 def run_config(
@@ -209,70 +84,10 @@ def run_config(
     return config
 
 
-def check_grid(config: ModelConfig, vqvae: VQVAE) -> None:
-    """Raise ValueError unless the prior's grid and codebook match what the VQ-VAE makes of the slices."""
-    size, ratio = config.region.slice_size, vqvae.downsampling
-    grid = (size // ratio, size // ratio)
-    if size % ratio or config.prior.grid != grid:
-        raise ConfigError(f"prior grid {config.prior.grid} must be slice_size / {ratio} = {grid}")
-    if config.prior.num_codes != config.vqvae.num_codes:
-        raise ConfigError(
-            f"prior.num_codes {config.prior.num_codes} != vqvae.num_codes {config.vqvae.num_codes}"
-        )
-
-
 def split_overrides(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], AugmentConfig]:
     """Separate a --config file's "augment" section from the model sections."""
     values = dict(overrides or {})
     return values, dataclass_from_json(AugmentConfig, values.pop("augment", {}))
-
-
-def data_info(cache: SliceCache, pools: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
-    """What a run was trained on: the cache, its volumes, and the validation volumes."""
-    files = [v["file"] for v in cache.meta["volumes"]]
-    val_ids = np.unique(cache.volume_ids[pools[1]])
-    return {
-        "cache": str(cache.directory.resolve()),
-        "source": cache.meta["source"],
-        "volumes": files,
-        "val_volumes": [files[i] for i in val_ids],
-        "train_slices": len(pools[0]),
-        "val_slices": len(pools[1]),
-    }
-
-
-def open_run(run_dir: Path, options: TrainOptions, overrides: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Check the run folder against --resume; returns the run.json of a resumed run, else None."""
-    checkpoint = run_dir / CHECKPOINT_FILE
-    if options.resume:
-        if not checkpoint.is_file():
-            raise RunError(f"{checkpoint}: nothing to resume")
-        if overrides:
-            raise ConfigError("a resumed run keeps its config.json: drop --config")
-        return read_json(run_dir / RUN_FILE)
-    if checkpoint.exists():
-        raise RunError(f"{run_dir} holds a run already: pass --resume, or choose a new folder")
-    return None
-
-
-def write_run(
-    run_dir: Path, config: ModelConfig | VAEModelConfig, run: dict[str, Any], options: TrainOptions
-) -> None:
-    """Write a new run's config.json and run.json."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / CONFIG_FILE)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    write_json(run_dir / RUN_FILE, {**run, "options": dataclasses.asdict(options), "started": started})
-
-
-def resume_split(
-    run: dict[str, Any], data: dict[str, Any], run_dir: Path, options: TrainOptions, cluster: Cluster
-) -> None:
-    """A resumed run must validate on the volumes it started with; run.json then records the new options."""
-    if run["data"]["val_volumes"] != data["val_volumes"]:
-        raise ConfigError("--val-fraction or --seed changed the validation volumes of the resumed run")
-    if cluster.main:
-        write_json(run_dir / RUN_FILE, {**run, "options": dataclasses.asdict(options)})
 
 
 def fit(
@@ -321,7 +136,7 @@ def fit_on_slices(
     pools = split_by_volume(cache.volume_ids, options.val_fraction, options.seed)
     data = data_info(cache, pools)
     if resumed is not None:
-        resume_split(resumed, data, run_dir, options, cluster)
+        resume_split(resumed, data, run_dir, options, cluster.main)
     elif cluster.main:
         run = {"kind": task.kind, "data": data, "augment": dataclasses.asdict(augmentation)}
         write_run(run_dir, config, run, options)
@@ -453,7 +268,7 @@ def train_prior(
                 write_run(run_dir, config, run, options)
         else:
             config = load_config(run_dir / CONFIG_FILE)
-            resume_split(resumed, data, run_dir, options, cluster)
+            resume_split(resumed, data, run_dir, options, cluster.main)
             augment = resumed.get("augment")
         barrier(cluster)
         torch.manual_seed(options.seed)
