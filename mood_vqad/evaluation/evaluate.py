@@ -247,12 +247,8 @@ def evaluate_folder(
     total = np.zeros((2, N_FLOAT16_KEYS), dtype=np.int64)
     unrecorded = 0
     for label_path in tqdm(list_cases(label_dir), desc=f"evaluate {task}", unit="case", disable=not progress):
-        pred_path = pred_dir / label_path.name
         try:
-            if task == "pixel":
-                case, counts = _pixel_case(pred_path, label_path)
-            else:
-                case, counts = _sample_case(pred_path, label_path), None
+            case, counts = _score_case(task, pred_dir / label_path.name, label_path)
         except _LabelUnreadable as exc:
             log.warning("%s: label unreadable, case dropped as the challenge does (%s)", label_path.name, exc)
             skipped.append(label_path.name)
@@ -271,14 +267,6 @@ def evaluate_folder(
                 sums[group] = sums.get(group, 0) + counts
     if types and unrecorded:
         log.warning("%d of %d cases have no recorded anomaly types", unrecorded, len(cases))
-    normal = members.pop(None, [])
-    per_type: dict[str, tuple[int, Ranking]] = {}
-    for name, having in sorted(members.items()):
-        if task == "pixel":
-            type_ranking = ranking(FLOAT16_KEY_VALUES, *(sums.get(None, 0) + sums[name]))
-        else:
-            type_ranking = _sample_ranking(normal + having)
-        per_type[name] = (len(having), type_ranking)
     return Evaluation(
         task=task,
         pred_dir=pred_dir,
@@ -286,9 +274,31 @@ def evaluate_folder(
         cases=cases,
         skipped=skipped,
         overall=ranking(FLOAT16_KEY_VALUES, *total) if task == "pixel" else _sample_ranking(cases),
-        per_type=per_type,
+        per_type=_per_type(task, members, sums),
         types_file=None if types_file is None else Path(types_file),
     )
+
+
+def _score_case(task: str, pred_path: Path, label_path: Path) -> tuple[CaseResult, np.ndarray | None]:
+    """A case's result, and for the pixel task its counts (raises _LabelUnreadable)."""
+    if task == "pixel":
+        return _pixel_case(pred_path, label_path)
+    return _sample_case(pred_path, label_path), None
+
+
+def _per_type(
+    task: str, members: dict[str | None, list[CaseResult]], sums: dict[str | None, np.ndarray]
+) -> dict[str, tuple[int, Ranking]]:
+    """Each anomaly type's case count and ranking: its cases together with the normal ones (key None)."""
+    normal = members.get(None, [])
+    per_type: dict[str, tuple[int, Ranking]] = {}
+    for name, having in sorted((k, v) for k, v in members.items() if k is not None):
+        if task == "pixel":
+            type_ranking = ranking(FLOAT16_KEY_VALUES, *(sums.get(None, 0) + sums[name]))
+        else:
+            type_ranking = _sample_ranking(normal + having)
+        per_type[name] = (len(having), type_ranking)
+    return per_type
 
 
 def _status_count(evaluation: Evaluation, status: str) -> int:
