@@ -28,6 +28,7 @@ from mood_vqad.config import (
     PredictOptions,
     VAEModelConfig,
 )
+from mood_vqad.inference.protocol import settings_of
 from mood_vqad.inference.scores import map_sample_score, squash
 from mood_vqad.inference.slicing import ScoredSlices, maps_to_volume, scored_slices, zero_background
 from mood_vqad.inference.timing import StageTimer
@@ -95,17 +96,8 @@ class VAEDetector:
 
     def settings_from(self, options: PredictOptions) -> VAESettings:
         """Settings from the options, the region config's slice stride where the option is None."""
-        return VAESettings(
-            slice_stride=options.slice_stride or self.region.slice_stride,
-            batch_size=options.batch_size,
-            seed=options.seed,
-            progress=options.progress,
-            method=options.method,
-            energy_steps=options.energy_steps,
-            energy_alpha=options.energy_alpha,
-            energy_lambda=options.energy_lambda,
-            members=tuple(options.members),
-        )
+        stride = options.slice_stride or self.region.slice_stride
+        return settings_of(VAESettings, options, slice_stride=stride, members=tuple(options.members))
 
     def slices(self, volume: np.ndarray, settings: VAESettings) -> ScoredSlices:
         """Normalise, pick and resize the slices to score, as the VQ-VAE detector does."""

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from mood_vqad.config import VQVAE_METHODS, ModelConfig, PredictOptions
+from mood_vqad.inference.protocol import settings_of
 from mood_vqad.inference.restore import RestoreRule, batched_nll, restore, restore_naive
 from mood_vqad.inference.scores import map_sample_score, residual_map, sample_score, squash
 from mood_vqad.inference.slicing import ScoredSlices, maps_to_volume, scored_slices, zero_background
@@ -72,14 +73,12 @@ class VQVAEDetector:
             masking=options.masking or r.masking,
             neighbour=r.neighbour_rule if options.neighbour_rule is None else options.neighbour_rule,
         )
-        return Settings(
+        return settings_of(
+            Settings,
+            options,
             slice_stride=options.slice_stride or r.slice_stride,
             restorations=options.restorations or r.restorations,
             rule=rule,
-            batch_size=options.batch_size,
-            seed=options.seed,
-            progress=options.progress,
-            method=options.method,
         )
 
     @torch.no_grad()

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 
 from mood_vqad.config import PredictOptions, RegionConfig
 from mood_vqad.inference.timing import StageTimer
+
+S = TypeVar("S")
+
+
+def settings_of(cls: type[S], options: PredictOptions, **derived: Any) -> S:
+    """A family's settings dataclass: each field named like an option takes its value, `derived` wins."""
+    shared = {f.name: getattr(options, f.name) for f in dataclasses.fields(cls) if hasattr(options, f.name)}
+    return cls(**{**shared, **derived})
 
 
 class Detector(Protocol):
