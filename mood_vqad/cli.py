@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from mood_vqad import __version__
+from mood_vqad.checks import (
+    fraction,
+    holdout_fraction,
+    non_negative_float,
+    non_negative_int,
+    percentile,
+    positive_float,
+    positive_int,
+)
 from mood_vqad.config import METHODS, REGIONS, VAE_PREDICTORS, TrainOptions
 
 log = logging.getLogger("mood_vqad")
@@ -44,8 +53,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction error; "
         "vae-*: the VAE baselines of WEIGHTS/<region>-vae (README, Baselines)",
     )
-    p.add_argument("--restorations", type=int, default=None, help="restorations per slice (config default)")
-    p.add_argument("--slice-stride", type=int, default=None, help="score every S-th slice (config default)")
+    p.add_argument(
+        "--restorations", type=positive_int, default=None, help="restorations per slice (config default)"
+    )
+    p.add_argument(
+        "--slice-stride", type=positive_int, default=None, help="score every S-th slice (config default)"
+    )
     p.add_argument("--masking", choices=["dynamic", "static"], default=None, help="restoration rule (config)")
     p.add_argument(
         "--neighbour-rule",
@@ -53,8 +66,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="resample a code only if a later neighbour is unlikely too (config default)",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="maps per prior / decoder batch")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=256, help="maps per prior / decoder batch")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--continue", dest="skip_existing", action="store_true", help="skip cases already written")
     _add_vae_options(p)
     p.set_defaults(func=_run_predict)
@@ -65,10 +78,15 @@ def _add_vae_options(p: argparse.ArgumentParser, ensemble: bool = True) -> None:
     from mood_vqad.baselines.detector import DEFAULT_MEMBERS
     from mood_vqad.baselines.maps import ENERGY_ALPHA, ENERGY_LAMBDA, ENERGY_STEPS
 
-    p.add_argument("--energy-steps", type=int, default=ENERGY_STEPS, help="vae-energy: projection steps")
-    p.add_argument("--energy-alpha", type=float, default=ENERGY_ALPHA, help="vae-energy: step size")
     p.add_argument(
-        "--energy-lambda", type=float, default=ENERGY_LAMBDA, help="vae-energy: weight of ||x - x0||_1"
+        "--energy-steps", type=positive_int, default=ENERGY_STEPS, help="vae-energy: projection steps"
+    )
+    p.add_argument("--energy-alpha", type=positive_float, default=ENERGY_ALPHA, help="vae-energy: step size")
+    p.add_argument(
+        "--energy-lambda",
+        type=non_negative_float,
+        default=ENERGY_LAMBDA,
+        help="vae-energy: weight of ||x - x0||_1",
     )
     if not ensemble:
         return
@@ -122,7 +140,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("cache_dir", help="output folder: slices.npy, positions.npy, volume_ids.npy, cache.json")
     p.add_argument("--region", choices=REGIONS, required=True)
     p.add_argument("--config", default=None, help="JSON file whose 'region' section overrides the defaults")
-    p.add_argument("--workers", type=int, default=None, help="reading processes (default: CPUs, at most 4)")
+    p.add_argument(
+        "--workers", type=positive_int, default=None, help="reading processes (default: CPUs, at most 4)"
+    )
     p.set_defaults(func=_run_prepare)
 
 
@@ -147,16 +167,26 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="JSON file: its vqvae / prior / augment (vae: vae / augment) sections override the defaults",
     )
     common.add_argument(
-        "--steps", type=int, default=d.steps, help="optimizer steps in all (also when resuming)"
+        "--steps", type=positive_int, default=d.steps, help="optimizer steps in all (also when resuming)"
     )
-    common.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
-    common.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    common.add_argument("--seed", type=int, default=d.seed, help="initialisation, data order, augmentation")
-    common.add_argument("--val-fraction", type=float, default=d.val_fraction, help="volumes held out")
-    common.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations")
-    common.add_argument("--val-batches", type=int, default=d.val_batches, help="batches per validation")
-    common.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps")
-    common.add_argument("--log-every", type=int, default=d.log_every, help="steps between log entries")
+    common.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="per process")
+    common.add_argument("--lr", type=positive_float, default=d.lr, help="Adam learning rate")
+    common.add_argument(
+        "--seed", type=non_negative_int, default=d.seed, help="initialisation, data order, augmentation"
+    )
+    common.add_argument(
+        "--val-fraction", type=holdout_fraction, default=d.val_fraction, help="volumes held out"
+    )
+    common.add_argument(
+        "--val-every", type=positive_int, default=d.val_every, help="steps between validations"
+    )
+    common.add_argument(
+        "--val-batches", type=positive_int, default=d.val_batches, help="batches per validation"
+    )
+    common.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every, help="steps")
+    common.add_argument(
+        "--log-every", type=positive_int, default=d.log_every, help="steps between log entries"
+    )
     common.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=d.amp, help="GPU only")
     common.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: GPU if visible"
@@ -167,10 +197,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     v = models.add_parser("vqvae", parents=[common], formatter_class=fmt, help="VQ-VAE on augmented slices")
     v.add_argument(
-        "--restart-every", type=int, default=d.restart_every, help="steps between dead-code restarts"
+        "--restart-every", type=positive_int, default=d.restart_every, help="steps between dead-code restarts"
     )
     v.add_argument(
-        "--dead-usage", type=float, default=d.dead_usage, help="EMA usage below which a code is dead"
+        "--dead-usage",
+        type=non_negative_float,
+        default=d.dead_usage,
+        help="EMA usage below which a code is dead",
     )
     v.set_defaults(func=_run_train)
     q = models.add_parser("prior", parents=[common], formatter_class=fmt, help="prior on the VQ-VAE's codes")
@@ -185,7 +218,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "vae", parents=[common], formatter_class=fmt, help="(beta-)VAE baseline on augmented slices"
     )
     b.add_argument(
-        "--beta", type=float, default=None, help="KL weight (None: the config's vae.beta, 1 = plain VAE)"
+        "--beta",
+        type=non_negative_float,
+        default=None,
+        help="KL weight (None: the config's vae.beta, 1 = plain VAE)",
     )
     b.set_defaults(func=_run_train)
 
@@ -219,16 +255,18 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         help="a region's weights folder or a prior run; a VAE run or WEIGHTS/<region>-vae: the VAE's scales",
     )
     p.add_argument("holdout_dir", help="folder of normal .nii.gz volumes not used for training")
-    p.add_argument("--sample-percentile", type=float, default=98.0, help="of per-code NLL: sample_threshold")
     p.add_argument(
-        "--restore-percentile", type=float, default=90.0, help="of per-code NLL: restore_threshold"
+        "--sample-percentile", type=percentile, default=98.0, help="of per-code NLL: sample_threshold"
     )
     p.add_argument(
-        "--pixel-percentile", type=float, default=99.0, help="of foreground residuals: pixel_scale"
+        "--restore-percentile", type=percentile, default=90.0, help="of per-code NLL: restore_threshold"
+    )
+    p.add_argument(
+        "--pixel-percentile", type=percentile, default=99.0, help="of foreground residuals: pixel_scale"
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: GPU if visible")
-    p.add_argument("--batch-size", type=int, default=256, help="maps per prior / decoder batch")
-    p.add_argument("--seed", type=int, default=0, help="restoration draws and voxel sampling")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="maps per prior / decoder batch")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="restoration draws and voxel sampling")
     _add_vae_options(p, ensemble=False)
     p.set_defaults(func=_run_calibrate)
 
@@ -369,9 +407,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("normal_dir", help="folder of held-out normal volumes, e.g. CACHE/data/brain-64/holdout")
     p.add_argument("out_dir", help="writes OUT_DIR/toy and OUT_DIR/toy_label (see --challenge-layout)")
-    p.add_argument("--cases", type=int, default=8, help="number of cases")
-    p.add_argument("--normal-fraction", type=float, default=0.5, help="share of cases left without anomalies")
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files")
+    p.add_argument("--cases", type=positive_int, default=8, help="number of cases")
+    p.add_argument(
+        "--normal-fraction", type=fraction, default=0.5, help="share of cases left without anomalies"
+    )
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="the same seed gives byte-identical files"
+    )
     p.add_argument("--region", choices=REGIONS, default="brain", help="sets the foreground rule and flips")
     p.add_argument(
         "--donors",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ WORK = ROOT / "build" / "docker-test"  # git-ignored; its weights/ is in the bui
 # Brain cubes; abdomen cases with a side >= 384 so that the short form's region auto picks the abdomen.
 SHAPES = {"brain": (64, 64, 64), "abdom": (384, 48, 48)}
 CASES = 4
+OTHER_UID = 4321  # owner of output folders that is neither root nor the image's usual uid 1000
 START = time.monotonic()
 
 
@@ -105,11 +107,20 @@ def toy_set(data: Path) -> None:
                   "--challenge-layout")  # fmt: skip
 
 
-def output_folder(path: Path, writable: bool = True) -> Path:
-    """A fresh output folder; the image runs as uid 1000, so it is made writable (or not) for everyone."""
+def output_folder(path: Path, mode: int = 0o755, owner: int | None = None) -> Path:
+    """A fresh output folder made as the challenge's test_docker.py makes it: by the caller, mode 0755."""
     path.mkdir(parents=True)
-    path.chmod(0o777 if writable else 0o555)
+    path.chmod(mode)
+    if owner is not None:
+        os.chown(path, owner, owner)
     return path
+
+
+def owned_by(folder: Path, uid: int) -> None:
+    """Every file in folder belongs to uid (the image ran as the folder's owner)."""
+    wrong = [p.name for p in folder.iterdir() if p.stat().st_uid != uid]
+    if wrong:
+        raise Failure(f"{folder}: not owned by uid {uid}: {wrong}")
 
 
 def docker_run(
@@ -182,17 +193,28 @@ def build(image: str, base_image: str | None, torch_wheel: Path | None, weights:
 
 
 def both_forms(image: str, data: Path, pred: Path) -> None:
-    """Each task on each region through the challenge's script and the short form; check, compare, score."""
+    """Each task on each region through the challenge's script and the short form; check, compare, score.
+
+    The script runs in the challenge's layout: OUT/<region> made by this (root) process, mode 0755, no
+    --user. The short form writes into a folder of another owner (uid 4321), then runs with --user.
+    """
     for task in ("sample", "pixel"):
         for region in SHAPES:
             inputs, labels = data / region / "toy", data / region / "toy_label" / task
             script = output_folder(pred / "script" / task / region)
             command = ("sh", f"/workspace/run_{task}_{region}.sh", "/mnt/data", "/mnt/pred")
             check_outputs(task, inputs, script, docker_run(image, inputs, script, *command))
-            short = output_folder(pred / "short" / task / region)
+            owned_by(script, os.getuid())
+            short = output_folder(pred / "short" / task / region, owner=OTHER_UID)
             check_outputs(task, inputs, short, docker_run(image, inputs, short, task))
+            owned_by(short, OTHER_UID)
             same_outputs(task, script, short)
-            log(f"{task} {region}: both forms written, checked, equal; AP {score(task, script, labels):.3f}")
+            as_user = output_folder(pred / "user" / task / region, owner=1000)
+            options = ("--rm", "--user", "1000:1000")
+            check_outputs(task, inputs, as_user, docker_run(image, inputs, as_user, task, options=options))
+            owned_by(as_user, 1000)
+            log(f"{task} {region}: challenge layout, other owner, --user: written, checked, equal; "
+                f"AP {score(task, script, labels):.3f}")  # fmt: skip
 
 
 def failure_modes(image: str, data: Path, pred: Path) -> None:
@@ -209,7 +231,7 @@ def failure_modes(image: str, data: Path, pred: Path) -> None:
     log("unreadable case: logged, the others written, exit 0")
 
     inputs = data / "brain" / "toy"
-    locked = output_folder(pred / "locked", writable=False)
+    locked = output_folder(pred / "locked", mode=0o555)
     command = ("sh", "/workspace/run_pixel_brain.sh", "/mnt/data", "/mnt/pred")
     stderr = docker_run(image, inputs, locked, *command, expect_ok=False)
     if "not writable" not in stderr or any(locked.iterdir()):
@@ -220,6 +242,37 @@ def failure_modes(image: str, data: Path, pred: Path) -> None:
     if "no usable brain weights" not in stderr or "readable, but no output was written" not in stderr:
         raise Failure(f"missing weights: expected ERROR lines:\n{stderr}")
     log("unwritable output folder, missing weights: non-zero exit")
+
+
+def docker_stop(image: str, data: Path, pred: Path) -> None:
+    """docker stop mid-run: the predictor gets SIGTERM, exits 143, leaves no temporaries, keeps outputs."""
+    inputs, out, name = (
+        data / "abdom" / "toy",
+        output_folder(pred / "stopped"),
+        f"mood-vqad-stop-{time.time_ns()}",
+    )
+    mounts = ["-v", f"{inputs}:/mnt/data:ro", "-v", f"{out}:/mnt/pred"]
+    slow = ("pixel", "--slice-stride", "1", "--restorations", "64")
+    run(["docker", "run", "-d", "--network", "none", "--read-only", "--name", name, *mounts, image, *slow])
+    try:
+        deadline = time.monotonic() + 300
+        while not any(p.suffix == ".gz" and not p.name.startswith(".") for p in out.iterdir()):
+            if time.monotonic() > deadline:
+                raise Failure("docker stop: no output within 300 s")
+            time.sleep(0.2)
+        started = time.monotonic()
+        run(["docker", "stop", "--time", "30", name])
+        took = time.monotonic() - started
+        code = run(["docker", "inspect", "-f", "{{.State.ExitCode}}", name]).stdout.strip()
+        stderr = run(["docker", "logs", name]).stderr
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    left = sorted(p.name for p in out.iterdir())
+    if code != "143" or "stopped by SIGTERM" not in stderr or took > 25:
+        raise Failure(f"docker stop: exit {code} after {took:.1f} s, expected 143 and a line:\n{stderr}")
+    if any(entry.startswith(".") for entry in left) or not 1 <= len(left) < CASES:
+        raise Failure(f"docker stop: expected some outputs and no temporaries, found {left}")
+    log(f"docker stop: SIGTERM reached the predictor, exit 143 in {took:.1f} s, {len(left)} outputs kept")
 
 
 def no_writes(image: str, inputs: Path, pred: Path) -> None:
@@ -250,6 +303,7 @@ def main() -> None:
     log(f"toy set: {CASES} cases per region in {data}, shapes {SHAPES}")
     both_forms(args.image, data, pred)
     failure_modes(args.image, data, pred)
+    docker_stop(args.image, data, pred)
     no_writes(args.image, data / "brain" / "toy", pred)
     log("docker_test passed")
 
