@@ -1,9 +1,9 @@
-"""The image's lock file: its input is pyproject.toml's dependencies without torch, every one pinned, hashed."""
+"""The image's lock file: its input is pyproject.toml's dependencies without torch, all pinned and hashed."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
