@@ -207,9 +207,8 @@ def predict_folder(
                 elif run_case(case, task, output_dir, detectors, options):
                     written += 1
         except Stopped as exc:
-            log.error(
-                "stopped by %s: %s abandoned; %d of %d cases written", exc, case.name, written, len(cases)
-            )
+            where = f"{case.name} abandoned" if case else "before the first case"
+            log.error("stopped by %s: %s; %d of %d cases written", exc, where, written, len(cases))
             raise SystemExit(exc.exit_code) from None
     failed = len(cases) - written - skipped
     (log.error if failed else log.info)(
