@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,27 +19,66 @@ import numpy as np
 from mood_vqad.errors import CaseError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+RUN_TMP_PREFIX = ".mood-vqad-tmp."  # docker/predict.sh's temporary folder in OUT, locked by its lock file
+RUN_TMP_LOCK = "lock"
+TMP_MARK = ".tmp"  # write_atomic's temporary names: .NAME.XXXXXXXX.tmp.nii.gz (or .tmp.txt, .tmp.nii)
+STALE_AFTER_S = 10.0  # younger unlocked temporaries may be a writer that has not locked its file yet
+
+
+def looks_like_case(path: Path) -> bool:
+    """A visible entry that is a file, a symbolic link (even a broken one) or is named like a NIfTI file.
+
+    The one rule of what counts as a case, shared by `predict` and the image's output check: every such
+    entry is either processed or reported, never skipped in silence.
+    """
+    if path.name.startswith("."):
+        return False
+    return path.is_file() or path.is_symlink() or path.name.endswith(NIFTI_SUFFIXES)
 
 
 def list_cases(input_dir: Path) -> list[Path]:
-    """Every visible regular file of a folder, sorted; non-NIfTI files are kept so they can be reported."""
+    """Every entry of a folder that looks like a case, sorted; unusable ones are kept so they are reported."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise CaseError(input_dir, "input folder does not exist")
-    files = sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in input_dir.iterdir() if looks_like_case(p))
     if not files:
         raise CaseError(input_dir, "input folder holds no files")
     return files
 
 
+def check_case_file(path: Path) -> None:
+    """Raise CaseError unless path is a readable regular file named .nii or .nii.gz."""
+    if path.is_symlink() and not path.exists():
+        raise CaseError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)")
+    if path.is_dir():
+        raise CaseError(path, "a folder, not a NIfTI file")
+    if not path.is_file():
+        raise CaseError(path, "not a regular file")
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise CaseError(path, "not a NIfTI file (expected .nii or .nii.gz)")
+    if not os.access(path, os.R_OK):
+        raise CaseError(path, f"permission denied: not readable by uid {os.geteuid()}")
+
+
+def check_affine(path: Path, affine: np.ndarray) -> None:
+    """Raise CaseError for a header whose affine is not finite or maps the volume onto a plane."""
+    if not np.isfinite(affine).all():
+        raise CaseError(path, "the header's affine (sform/qform) holds NaN or infinite values")
+    if abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
+        raise CaseError(path, "the header's affine is singular (a zero voxel size or collinear axes)")
+
+
 def load_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Load a 3D NIfTI volume as float32 with its affine; raise CaseError on anything unusable."""
     path = Path(path)
-    if not path.name.endswith(NIFTI_SUFFIXES):
-        raise CaseError(path, "not a NIfTI file (expected .nii or .nii.gz)")
+    check_case_file(path)
     try:
         image = nib.load(str(path))
+        check_affine(path, image.affine)
         data = np.asarray(image.dataobj, dtype=np.float32)
+    except CaseError:
+        raise
     except Exception as exc:  # nibabel raises many types for truncated or corrupt files
         raise CaseError(path, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -64,21 +106,67 @@ def check_output_dir(output_dir: Path) -> None:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary name in the same folder, then rename it onto path."""
+    """Call write(tmp) on a temporary name in the same folder, then rename it onto path.
+
+    The temporary file is locked while it is written, so that remove_stale_temporaries() of a concurrent
+    run leaves it alone; an interrupted write removes it, a killed one leaves it to the next run.
+    """
     path = Path(path)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
-    os.close(fd)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f"{TMP_MARK}{suffix}")
     tmp = Path(tmp_name)
     umask = os.umask(0)
     os.umask(umask)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         write(tmp)
         # mkstemp makes files private (0600); outputs must be readable as a plain file would be.
         tmp.chmod(0o666 & ~umask)
         os.replace(tmp, path)
     finally:
+        os.close(fd)
         tmp.unlink(missing_ok=True)
+
+
+def is_unlocked(path: Path) -> bool:
+    """Whether no live process holds the flock of path (False if it cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+
+
+def is_stale_temporary(path: Path) -> bool:
+    """A temporary of write_atomic or docker/predict.sh whose writer is gone (killed, not stopped)."""
+    name = path.name
+    if name.startswith(RUN_TMP_PREFIX) and path.is_dir() and not path.is_symlink():
+        lock = path / RUN_TMP_LOCK
+        return is_unlocked(lock) if lock.exists() else time.time() - path.stat().st_mtime > STALE_AFTER_S
+    ours = name.startswith(".") and any(name.endswith(TMP_MARK + s) for s in (*NIFTI_SUFFIXES, ".txt"))
+    if not ours or not path.is_file() or path.is_symlink():
+        return False
+    return time.time() - path.stat().st_mtime > STALE_AFTER_S and is_unlocked(path)
+
+
+def remove_stale_temporaries(output_dir: Path) -> list[str]:
+    """Remove the temporaries an earlier killed run left in output_dir; returns their names."""
+    removed = []
+    for path in sorted(Path(output_dir).iterdir()):
+        try:
+            if not is_stale_temporary(path):
+                continue
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove: left as it is
+            continue
+        removed.append(path.name)
+    return removed
 
 
 def write_sample_score(path: Path, score: float) -> None:

@@ -14,7 +14,15 @@ from mood_vqad.config import REGION_DEFAULTS, PredictOptions, method_family
 from mood_vqad.errors import CaseError, WeightsError
 from mood_vqad.inference.detector import VQVAEDetector
 from mood_vqad.inference.protocol import Detector
-from mood_vqad.io import check_output_dir, list_cases, load_volume, write_pixel_map, write_sample_score
+from mood_vqad.io import (
+    check_output_dir,
+    list_cases,
+    load_volume,
+    remove_stale_temporaries,
+    write_pixel_map,
+    write_sample_score,
+)
+from mood_vqad.stopping import Stopped, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -110,38 +118,75 @@ def predict_case(
         write_pixel_map(target, detector.pixel_scores(volume, settings), affine)
 
 
+def run_case(
+    case: Path, task: str, output_dir: Path, detectors: DetectorCache, options: PredictOptions
+) -> bool:
+    """predict_case, any failure logged as one `X.nii.gz: cause` line (-v: the traceback); True if written.
+
+    Stopped (a stop signal) passes through: the run ends, not just this case.
+    """
+    try:
+        predict_case(case, task, output_dir, detectors, options)
+        return True
+    except CaseError as exc:
+        log.error("%s", exc)
+        log.debug("traceback of %s", case.name, exc_info=True)
+    except Exception as exc:  # one broken case must never cost the others, whatever it raises
+        cause = (str(exc).splitlines() or [""])[0][:200]
+        log.error("%s: failed (%s: %s)", case.name, type(exc).__name__, cause)
+        log.debug("traceback of %s", case.name, exc_info=True)
+    return False
+
+
+def summary(total: int, written: int, skipped: int, failed: int) -> str:
+    """What a run did, in words: 'all 3 cases failed', '1 of 3 cases failed; the other 2 were written'."""
+    kept = f" ({skipped} already there, kept)" if skipped else ""
+    if not failed:
+        return f"all {total} cases written{kept}"
+    if not written and not skipped:
+        return f"all {total} cases failed; nothing was written"
+    return f"{failed} of {total} cases failed; {written} written{kept}"
+
+
 def predict_folder(
     task: str, input_dir: Path | str, output_dir: Path | str, weights_dir: Path | str, options: PredictOptions
 ) -> int:
-    """Predict every case of input_dir into output_dir; returns the number of failed cases (1: none ran)."""
+    """Predict every case of input_dir into output_dir; returns the number of failed cases (1: none ran).
+
+    SIGTERM or SIGINT abandon the case in progress (its temporary file removed) and exit with 128 + signal.
+    """
     if task not in ("sample", "pixel"):
         raise ValueError(f"task must be 'sample' or 'pixel', got {task!r}")
     if options.region not in ("auto", *REGION_DEFAULTS):
         raise ValueError(f"unknown region {options.region!r}")
     method_family(options.method)  # raises ValueError for an unknown method
+    output_dir = Path(output_dir)
     try:
-        check_output_dir(Path(output_dir))
+        check_output_dir(output_dir)
         cases = list_cases(Path(input_dir))
         device = resolve_device(options.device)
     except CaseError as exc:
         log.error("%s", exc)
         return 1
+    for name in remove_stale_temporaries(output_dir):
+        log.warning("removed %s, left in %s by an earlier run that was killed", name, output_dir)
     log.info("%s task: %d files in %s, device %s", task, len(cases), input_dir, device)
     detectors = DetectorCache(Path(weights_dir), device)
-    failed = 0
-    for case in tqdm(cases, desc=f"{task} cases", unit="case", disable=not options.progress):
-        if options.skip_existing and output_path(Path(output_dir), case, task).exists():
-            continue
+    written = skipped = 0
+    case = None
+    with stop_on_signals():
         try:
-            predict_case(case, task, Path(output_dir), detectors, options)
-        except CaseError as exc:
-            log.error("%s", exc)
-            failed += 1
-        except (RuntimeError, OSError, MemoryError) as exc:
-            log.error("%s: failed (%s: %s)", case.name, type(exc).__name__, str(exc).splitlines()[0][:200])
-            failed += 1
-    if failed:
-        log.error("%d of %d cases failed; the others were written", failed, len(cases))
-    else:
-        log.info("all %d cases written to %s", len(cases), output_dir)
+            for case in tqdm(cases, desc=f"{task} cases", unit="case", disable=not options.progress):
+                if options.skip_existing and output_path(output_dir, case, task).exists():
+                    skipped += 1
+                elif run_case(case, task, output_dir, detectors, options):
+                    written += 1
+        except Stopped as exc:
+            where = f"{case.name} abandoned" if case else "before the first case"
+            log.error("stopped by %s: %s; %d of %d cases written", exc, where, written, len(cases))
+            raise SystemExit(exc.exit_code) from None
+    failed = len(cases) - written - skipped
+    (log.error if failed else log.info)(
+        "%s", f"{summary(len(cases), written, skipped, failed)} ({output_dir})"
+    )
     return failed

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ WORK = ROOT / "build" / "docker-test"  # git-ignored; its weights/ is in the bui
 # Brain cubes; abdomen cases with a side >= 384 so that the short form's region auto picks the abdomen.
 SHAPES = {"brain": (64, 64, 64), "abdom": (384, 48, 48)}
 CASES = 4
+OTHER_UID = 4321  # owner of output folders that is neither root nor the image's usual uid 1000
 START = time.monotonic()
 
 
@@ -103,11 +105,20 @@ def toy_set(data: Path) -> None:
                   "--challenge-layout")  # fmt: skip
 
 
-def output_folder(path: Path, writable: bool = True) -> Path:
-    """A fresh output folder; the image runs as uid 1000, so it is made writable (or not) for everyone."""
+def output_folder(path: Path, mode: int = 0o755, owner: int | None = None) -> Path:
+    """A fresh output folder made as the challenge's test_docker.py makes it: by the caller, mode 0755."""
     path.mkdir(parents=True)
-    path.chmod(0o777 if writable else 0o555)
+    path.chmod(mode)
+    if owner is not None:
+        os.chown(path, owner, owner)
     return path
+
+
+def owned_by(folder: Path, uid: int) -> None:
+    """Every file in folder belongs to uid (the image ran as the folder's owner)."""
+    wrong = [p.name for p in folder.iterdir() if p.stat().st_uid != uid]
+    if wrong:
+        raise Failure(f"{folder}: not owned by uid {uid}: {wrong}")
 
 
 def docker_run(
@@ -180,17 +191,28 @@ def build(image: str, base_image: str | None, torch_wheel: Path | None, weights:
 
 
 def both_forms(image: str, data: Path, pred: Path) -> None:
-    """Each task on each region through the challenge's script and the short form; check, compare, score."""
+    """Each task on each region through the challenge's script and the short form; check, compare, score.
+
+    The script runs in the challenge's layout: OUT/<region> made by this (root) process, mode 0755, no
+    --user. The short form writes into a folder of another owner (uid 4321), then runs with --user.
+    """
     for task in ("sample", "pixel"):
         for region in SHAPES:
             inputs, labels = data / region / "toy", data / region / "toy_label" / task
             script = output_folder(pred / "script" / task / region)
             command = ("sh", f"/workspace/run_{task}_{region}.sh", "/mnt/data", "/mnt/pred")
             check_outputs(task, inputs, script, docker_run(image, inputs, script, *command))
-            short = output_folder(pred / "short" / task / region)
+            owned_by(script, os.getuid())
+            short = output_folder(pred / "short" / task / region, owner=OTHER_UID)
             check_outputs(task, inputs, short, docker_run(image, inputs, short, task))
+            owned_by(short, OTHER_UID)
             same_outputs(task, script, short)
-            log(f"{task} {region}: both forms written, checked, equal; AP {score(task, script, labels):.3f}")
+            as_user = output_folder(pred / "user" / task / region, owner=1000)
+            options = ("--rm", "--user", "1000:1000")
+            check_outputs(task, inputs, as_user, docker_run(image, inputs, as_user, task, options=options))
+            owned_by(as_user, 1000)
+            log(f"{task} {region}: challenge layout, other owner, --user: written, checked, equal; "
+                f"AP {score(task, script, labels):.3f}")  # fmt: skip
 
 
 def failure_modes(image: str, data: Path, pred: Path) -> None:
@@ -207,7 +229,7 @@ def failure_modes(image: str, data: Path, pred: Path) -> None:
     log("unreadable case: logged, the others written, exit 0")
 
     inputs = data / "brain" / "toy"
-    locked = output_folder(pred / "locked", writable=False)
+    locked = output_folder(pred / "locked", mode=0o555)
     command = ("sh", "/workspace/run_pixel_brain.sh", "/mnt/data", "/mnt/pred")
     stderr = docker_run(image, inputs, locked, *command, expect_ok=False)
     if "not writable" not in stderr or any(locked.iterdir()):
@@ -218,6 +240,68 @@ def failure_modes(image: str, data: Path, pred: Path) -> None:
     if "no usable brain weights" not in stderr or "readable, but no output was written" not in stderr:
         raise Failure(f"missing weights: expected ERROR lines:\n{stderr}")
     log("unwritable output folder, missing weights: non-zero exit")
+
+
+def started(name: str, line: str, timeout: float = 300) -> str:
+    """Wait until a detached container's log holds line; returns the log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = run(["docker", "logs", name]).stderr
+        if line in logs:
+            return logs
+        time.sleep(0.5)
+    raise Failure(f"{name}: no {line!r} in its log within {timeout:.0f} s")
+
+
+def docker_stop(image: str, data: Path, pred: Path) -> None:
+    """SIGKILL leaves a temporary folder that the next run removes; docker stop reaches the predictor,
+    which exits 143 at once and leaves no temporaries; whatever it wrote is complete."""
+    inputs, out = data / "abdom" / "toy", output_folder(pred / "stopped")
+    mounts = ["-v", f"{inputs}:/mnt/data:ro", "-v", f"{out}:/mnt/pred"]
+    slow = ("pixel", "--slice-stride", "1", "--restorations", "64")
+    names = [f"mood-vqad-stop-{time.time_ns()}-{i}" for i in range(2)]
+    try:
+        for name in names:
+            run(
+                [
+                    "docker",
+                    "run",
+                    "-d",
+                    "--network",
+                    "none",
+                    "--read-only",
+                    "--name",
+                    name,
+                    *mounts,
+                    image,
+                    *slow,
+                ]
+            )
+            started(name, "pixel task: ")
+            if name == names[0]:
+                run(["docker", "kill", name])  # SIGKILL: no cleanup can run
+                run(["docker", "wait", name])
+                if not list(out.glob(".mood-vqad-tmp.*")):
+                    raise Failure("docker kill: expected the run's temporary folder to be left")
+        logs = started(names[1], "by an earlier run that was killed", timeout=10)
+        clock = time.monotonic()
+        run(["docker", "stop", "--time", "30", names[1]])
+        took = time.monotonic() - clock
+        code = run(["docker", "inspect", "-f", "{{.State.ExitCode}}", names[1]]).stdout.strip()
+        logs = run(["docker", "logs", names[1]]).stderr
+    finally:
+        for name in names:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    left = sorted(p.name for p in out.iterdir())
+    if code != "143" or "stopped by SIGTERM" not in logs or took > 25:
+        raise Failure(f"docker stop: exit {code} after {took:.1f} s, expected 143 and a line:\n{logs}")
+    if any(entry.startswith(".") for entry in left):
+        raise Failure(f"docker stop: temporaries left in the output folder: {left}")
+    for entry in left:
+        nib.load(str(out / entry)).get_fdata()  # complete files only
+    log(
+        f"docker kill left a temporary folder, the next run removed it; docker stop: exit 143 in {took:.1f} s"
+    )
 
 
 def no_writes(image: str, inputs: Path, pred: Path) -> None:
@@ -248,6 +332,7 @@ def main() -> None:
     log(f"toy set: {CASES} cases per region in {data}, shapes {SHAPES}")
     both_forms(args.image, data, pred)
     failure_modes(args.image, data, pred)
+    docker_stop(args.image, data, pred)
     no_writes(args.image, data / "brain" / "toy", pred)
     log("docker_test passed")
 

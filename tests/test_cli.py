@@ -100,7 +100,7 @@ def test_missing_region_weights_fail_each_case_with_one_line(cases, weights_dir,
     )
     assert result.returncode == 1
     assert "ERROR: a.nii.gz: no usable abdom weights:" in result.stderr
-    assert "4 of 4 cases failed" in result.stderr
+    assert "all 4 cases failed; nothing was written" in result.stderr
 
 
 def test_continue_skips_written_cases(cases, weights_dir, predicted):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mood_vqad.checks import non_negative_float, non_negative_int, positive_float, positive_int
 from mood_vqad.config import VAE_PREDICTORS, PredictOptions
 from mood_vqad.errors import ConfigError
 
@@ -50,16 +51,23 @@ def add_scoring_options(p: argparse.ArgumentParser) -> None:
     """The options of `predict` and `calibrate` that decide how volumes are scored."""
     p.add_argument("--device", choices=DEVICES, default=DEFAULTS.device, help="auto: GPU if visible")
     p.add_argument(
-        "--batch-size", type=int, default=DEFAULTS.batch_size, help="maps per prior / decoder batch"
+        "--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="maps per prior / decoder batch"
     )
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="restoration draws and voxel sampling")
     p.add_argument(
-        "--energy-steps", type=int, default=DEFAULTS.energy_steps, help="vae-energy: projection steps"
+        "--seed", type=non_negative_int, default=DEFAULTS.seed, help="restoration draws and voxel sampling"
     )
-    p.add_argument("--energy-alpha", type=float, default=DEFAULTS.energy_alpha, help="vae-energy: step size")
+    p.add_argument(
+        "--energy-steps",
+        type=positive_int,
+        default=DEFAULTS.energy_steps,
+        help="vae-energy: projection steps",
+    )
+    p.add_argument(
+        "--energy-alpha", type=positive_float, default=DEFAULTS.energy_alpha, help="vae-energy: step size"
+    )
     p.add_argument(
         "--energy-lambda",
-        type=float,
+        type=non_negative_float,
         default=DEFAULTS.energy_lambda,
         help="vae-energy: weight of ||x - x0||_1",
     )

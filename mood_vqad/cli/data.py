@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from mood_vqad.checks import fraction, non_negative_int, positive_int
 from mood_vqad.cli.common import add_command
 from mood_vqad.config import REGIONS
 from mood_vqad.errors import FetchError
@@ -45,9 +46,13 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     p = add_command(steps, "toy", run_toy)
     p.add_argument("normal_dir", help="folder of held-out normal volumes, e.g. CACHE/data/brain-64/holdout")
     p.add_argument("out_dir", help="writes OUT_DIR/toy and OUT_DIR/toy_label (see --challenge-layout)")
-    p.add_argument("--cases", type=int, default=8, help="number of cases")
-    p.add_argument("--normal-fraction", type=float, default=0.5, help="share of cases left without anomalies")
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files")
+    p.add_argument("--cases", type=positive_int, default=8, help="number of cases")
+    p.add_argument(
+        "--normal-fraction", type=fraction, default=0.5, help="share of cases left without anomalies"
+    )
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="the same seed gives byte-identical files"
+    )
     p.add_argument("--region", choices=REGIONS, default="brain", help="sets the foreground rule and flips")
     p.add_argument(
         "--donors",

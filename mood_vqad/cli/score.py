@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from mood_vqad.checks import positive_int
 from mood_vqad.cli.common import (
     DEFAULTS,
     add_command,
@@ -42,8 +43,12 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         help="vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction error; "
         "vae-*: the VAE baselines of WEIGHTS/<region>-vae (README, Baselines)",
     )
-    p.add_argument("--restorations", type=int, default=None, help="restorations per slice (config default)")
-    p.add_argument("--slice-stride", type=int, default=None, help="score every S-th slice (config default)")
+    p.add_argument(
+        "--restorations", type=positive_int, default=None, help="restorations per slice (config default)"
+    )
+    p.add_argument(
+        "--slice-stride", type=positive_int, default=None, help="score every S-th slice (config default)"
+    )
     p.add_argument("--masking", choices=["dynamic", "static"], default=None, help="restoration rule (config)")
     p.add_argument(
         "--neighbour-rule",

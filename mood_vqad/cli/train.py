@@ -6,6 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from mood_vqad.checks import (
+    holdout_fraction,
+    non_negative_float,
+    non_negative_int,
+    percentile,
+    positive_float,
+    positive_int,
+)
 from mood_vqad.cli.common import DEVICES, add_command, add_scoring_options, predict_options, read_overrides
 from mood_vqad.config import REGIONS, TrainOptions
 
@@ -17,7 +25,9 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("cache_dir", help="output folder: slices.npy, positions.npy, volume_ids.npy, cache.json")
     p.add_argument("--region", choices=REGIONS, required=True)
     p.add_argument("--config", default=None, help="JSON file whose 'region' section overrides the defaults")
-    p.add_argument("--workers", type=int, default=None, help="reading processes (default: CPUs, at most 4)")
+    p.add_argument(
+        "--workers", type=positive_int, default=None, help="reading processes (default: CPUs, at most 4)"
+    )
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -43,16 +53,26 @@ def _train_options() -> argparse.ArgumentParser:
         help="JSON file: its vqvae / prior / augment (vae: vae / augment) sections override the defaults",
     )
     common.add_argument(
-        "--steps", type=int, default=d.steps, help="optimizer steps in all (also when resuming)"
+        "--steps", type=positive_int, default=d.steps, help="optimizer steps in all (also when resuming)"
     )
-    common.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
-    common.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    common.add_argument("--seed", type=int, default=d.seed, help="initialisation, data order, augmentation")
-    common.add_argument("--val-fraction", type=float, default=d.val_fraction, help="volumes held out")
-    common.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations")
-    common.add_argument("--val-batches", type=int, default=d.val_batches, help="batches per validation")
-    common.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps")
-    common.add_argument("--log-every", type=int, default=d.log_every, help="steps between log entries")
+    common.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="per process")
+    common.add_argument("--lr", type=positive_float, default=d.lr, help="Adam learning rate")
+    common.add_argument(
+        "--seed", type=non_negative_int, default=d.seed, help="initialisation, data order, augmentation"
+    )
+    common.add_argument(
+        "--val-fraction", type=holdout_fraction, default=d.val_fraction, help="volumes held out"
+    )
+    common.add_argument(
+        "--val-every", type=positive_int, default=d.val_every, help="steps between validations"
+    )
+    common.add_argument(
+        "--val-batches", type=positive_int, default=d.val_batches, help="batches per validation"
+    )
+    common.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every, help="steps")
+    common.add_argument(
+        "--log-every", type=positive_int, default=d.log_every, help="steps between log entries"
+    )
     common.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=d.amp, help="GPU only")
     common.add_argument("--device", choices=DEVICES, default=d.device, help="auto: GPU if visible")
     common.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
@@ -67,10 +87,16 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     v = models.add_parser("vqvae", parents=[common], formatter_class=fmt, help="VQ-VAE on augmented slices")
     v.add_argument(
-        "--restart-every", type=int, default=d.restart_every, help="steps between dead-code restarts"
+        "--restart-every",
+        type=non_negative_int,
+        default=d.restart_every,
+        help="steps between dead-code restarts (0: never)",
     )
     v.add_argument(
-        "--dead-usage", type=float, default=d.dead_usage, help="EMA usage below which a code is dead"
+        "--dead-usage",
+        type=non_negative_float,
+        default=d.dead_usage,
+        help="EMA usage below which a code is dead",
     )
     q = models.add_parser("prior", parents=[common], formatter_class=fmt, help="prior on the VQ-VAE's codes")
     q.add_argument("--vqvae", default=None, help="the VQ-VAE's run folder (not needed with --resume)")
@@ -83,7 +109,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "vae", parents=[common], formatter_class=fmt, help="(beta-)VAE baseline on augmented slices"
     )
     b.add_argument(
-        "--beta", type=float, default=None, help="KL weight (None: the config's vae.beta, 1 = plain VAE)"
+        "--beta",
+        type=non_negative_float,
+        default=None,
+        help="KL weight (None: the config's vae.beta, 1 = plain VAE)",
     )
     p.set_defaults(func=run_train)
 
@@ -114,12 +143,17 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         help="a region's weights folder or a prior run; a VAE run or WEIGHTS/<region>-vae: the VAE's scales",
     )
     p.add_argument("holdout_dir", help="folder of normal .nii.gz volumes not used for training")
-    p.add_argument("--sample-percentile", type=float, default=98.0, help="of per-code NLL: sample_threshold")
     p.add_argument(
-        "--restore-percentile", type=float, default=90.0, help="of per-code NLL: restore_threshold"
+        "--sample-percentile", type=percentile, default=98.0, help="of per-code NLL: sample_threshold"
     )
     p.add_argument(
-        "--pixel-percentile", type=float, default=99.0, help="of foreground residuals / maps: their scales"
+        "--restore-percentile", type=percentile, default=90.0, help="of per-code NLL: restore_threshold"
+    )
+    p.add_argument(
+        "--pixel-percentile",
+        type=percentile,
+        default=99.0,
+        help="of foreground residuals / maps: their scales",
     )
     add_scoring_options(p)
 

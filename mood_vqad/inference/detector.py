@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from mood_vqad.config import VQVAE_METHODS, ModelConfig, PredictOptions
+from mood_vqad.inference.plausibility import gross_outlier, rank_sample_score
 from mood_vqad.inference.protocol import settings_of
 from mood_vqad.inference.restore import RestoreRule, batched_nll, restore, restore_naive
 from mood_vqad.inference.scores import map_sample_score, residual_map, sample_score, squash
@@ -100,15 +101,17 @@ class VQVAEDetector:
             return batched_nll(self.prior, encoded.codes, encoded.position, settings.batch_size)
 
     def sample_score(self, volume: np.ndarray, settings: Settings) -> float:
-        """The sample task's score in [0, 1): thresholded NLL sum of the volume's codes, squashed.
+        """The sample task's score in [0, 1): thresholded NLL sum of the volume's codes, squashed, then
+        halved, plus 0.5 for a gross outlier (noise-like or constant volume: plausibility.gross_outlier).
 
         vqvae-rec has no likelihood: its score is a high percentile of its pixel map.
         """
+        outlier = gross_outlier(volume, self.region)
         if settings.method == "vqvae-rec":
-            return map_sample_score(self.pixel_scores(volume, settings))
+            return rank_sample_score(map_sample_score(self.pixel_scores(volume, settings)), outlier)
         nll = self.code_nll(self.encode(volume, settings), settings)
         raw = sample_score(nll, self.region.sample_threshold, settings.slice_stride)
-        return float(squash(raw, self.region.sample_scale))
+        return rank_sample_score(float(squash(raw, self.region.sample_scale)), outlier)
 
     @torch.no_grad()
     def restorations(self, encoded: Encoded, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
