@@ -42,7 +42,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         choices=METHODS,
         default=METHODS[0],
         help="vqvae-restoration: the prior restores unlikely codes; vqvae-rec: plain reconstruction error; "
-        "vae-*: the VAE baselines of WEIGHTS/<region>-vae (README, Baselines)",
+        "vae-*: the VAE baselines of WEIGHTS/<region>-vae (README, Baselines); intensity-floor: no network, "
+        "each voxel's robust intensity deviation (the no-learning floor)",
     )
     p.add_argument("--restorations", type=int, default=None, help="restorations per slice (config default)")
     p.add_argument("--slice-stride", type=int, default=None, help="score every S-th slice (config default)")

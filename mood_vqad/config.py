@@ -149,7 +149,9 @@ VQVAE_METHODS = ("vqvae-restoration", "vqvae-rec")
 # The VAE baselines of seed 001 (see README, "Baselines"): one map per predictor and their ensemble.
 VAE_PREDICTORS = ("rec", "elbo-grad", "kl-grad", "combi", "energy")
 VAE_METHODS = tuple(f"vae-{name}" for name in VAE_PREDICTORS) + ("vae-ensemble",)
-METHODS = VQVAE_METHODS + VAE_METHODS
+# intensity-floor: no network at all, the robust intensity deviation of each voxel (a no-learning floor).
+FLOOR_METHODS = ("intensity-floor",)
+METHODS = VQVAE_METHODS + VAE_METHODS + FLOOR_METHODS
 # The abdomen's 160 x 160 slices go through one more stride-2 stage, to a 10 x 10 code grid.
 ABDOM_VQVAE = VQVAEConfig(channels=(16, 32, 64, 128, 256))
 ABDOM_PRIOR = PriorConfig(grid=(10, 10))
@@ -174,9 +176,11 @@ class VAEModelConfig:
 
 
 def method_family(method: str) -> str:
-    """ "vae" for the VAE baselines, "vqvae" for the VQ-VAE methods (raises ValueError otherwise)."""
+    """ "vae" (the VAE baselines), "vqvae" (the VQ-VAE methods) or "floor" (no learning); else ValueError."""
     if method in VAE_METHODS:
         return "vae"
+    if method in FLOOR_METHODS:
+        return "floor"
     if method in VQVAE_METHODS:
         return "vqvae"
     raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")

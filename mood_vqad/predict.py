@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from mood_vqad.baselines.detector import VAEDetector
 from mood_vqad.config import REGION_DEFAULTS, method_family
 from mood_vqad.inference.detector import Detector
+from mood_vqad.inference.floor import IntensityFloor
 from mood_vqad.inference.weights import WeightsError, vae_weights_dir
 from mood_vqad.io import (
     CaseError,
@@ -75,22 +76,24 @@ def output_path(output_dir: Path, case: Path, task: str) -> Path:
 class DetectorCache:
     """Loads each (region, family) weights once; weights that fail keep failing with the same line.
 
-    family "vqvae" reads WEIGHTS/<region>/, family "vae" (the baselines) WEIGHTS/<region>-vae/.
+    family "vqvae" reads WEIGHTS/<region>/, family "vae" (the baselines) WEIGHTS/<region>-vae/, family
+    "floor" only WEIGHTS/<region>/config.json's region settings, if there is one.
     """
 
     def __init__(self, weights_dir: Path, device: torch.device):
         self.weights_dir = Path(weights_dir)
         self.device = device
-        self.loaded: dict[tuple[str, str], Detector | VAEDetector | WeightsError] = {}
+        self.loaded: dict[tuple[str, str], Detector | VAEDetector | IntensityFloor | WeightsError] = {}
 
-    def get(self, region: str, family: str = "vqvae") -> Detector | VAEDetector:
+    def get(self, region: str, family: str = "vqvae") -> Detector | VAEDetector | IntensityFloor:
         """The detector of a region and model family, loading it on first use (raises WeightsError)."""
         key = (region, family)
         if key not in self.loaded:
             vae = family == "vae"
             folder = vae_weights_dir(self.weights_dir, region) if vae else self.weights_dir / region
+            kind = {"vae": VAEDetector, "floor": IntensityFloor}.get(family, Detector)
             try:
-                self.loaded[key] = (VAEDetector if vae else Detector).load(folder, self.device)
+                self.loaded[key] = kind.load(folder, self.device)
                 log.debug("loaded %s %s weights from %s", region, family, folder)
             except WeightsError as exc:
                 self.loaded[key] = exc
