@@ -385,8 +385,56 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write into OUT_DIR/REGION/, the layout test_docker.py expects (run once per region)",
     )
+    p.add_argument(
+        "--split",
+        choices=["holdout", "train"],
+        default="holdout",
+        help="the role of NORMAL_DIR's sources: train builds the in-distribution set (own random stream); "
+        "known sources of the other role are refused",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing toy set in the same place")
     p.set_defaults(func=_run_toy)
+    _add_lesions(steps, str(default_cache()))
+
+
+def _add_lesions(steps: argparse._SubParsersAction, cache: str) -> None:
+    p = steps.add_parser(
+        "lesions",
+        help="real tumours (LiTS 117, pyradiomics' lung1 and lung2) as labelled abdominal cases (evaluation)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("out_dir", help="writes OUT_DIR/abdom/toy and OUT_DIR/abdom/toy_label, as data toy does")
+    p.add_argument("--cache", default=cache, help="downloads and extracted members (shared with data fetch)")
+    p.add_argument("--size", type=_cube_side, default="full", help="cube side; full is MOOD's 512")
+    p.add_argument(
+        "--normals",
+        default=None,
+        help="held-out normal volumes added with sample label 0 (e.g. CACHE/data/abdom-128/holdout), "
+        "without which sample AP is 1 whatever the scores",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing set in the same place")
+    p.set_defaults(func=_run_lesions)
+
+
+def _run_lesions(args: argparse.Namespace) -> int:
+    from mood_vqad.data.fetch import FetchError, output_sizes
+    from mood_vqad.data.lesions import fetch_lesions
+
+    out = Path(args.out_dir) / "abdom"
+    try:
+        fetch_lesions(
+            Path(args.cache),
+            out,
+            output_sizes("abdom", [args.size])[0],
+            normal_dir=args.normals,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except FetchError as exc:
+        log.error("%s (a new run resumes from the cache)", exc)
+        return 1
+    print(out)
+    return 0
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
@@ -418,6 +466,7 @@ def _run_toy(args: argparse.Namespace) -> int:
         donor_dir=args.donors,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        split=args.split,
     )
     print(out)
     return 0
