@@ -209,6 +209,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    from mood_vqad.training.restore_rule import RESTORE_RULES
+
     p = sub.add_parser(
         "calibrate",
         help="set thresholds and score scales from held-out normal volumes",
@@ -226,6 +228,13 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--pixel-percentile", type=float, default=99.0, help="of foreground residuals: pixel_scale"
+    )
+    p.add_argument(
+        "--restore-rule",
+        choices=RESTORE_RULES,
+        default="percentile",
+        help="uniform-cap: restore_threshold at most ln(codes), so an overfit prior cannot switch "
+        "restoration off (mood_vqad/training/restore_rule.py)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: GPU if visible")
     p.add_argument("--batch-size", type=int, default=256, help="maps per prior / decoder batch")
@@ -261,6 +270,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         progress=not args.no_progress,
+        restore_rule=args.restore_rule,
     )
     print(json.dumps(report["values"], indent=2))
     return 0

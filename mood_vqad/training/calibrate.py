@@ -29,6 +29,7 @@ from mood_vqad.inference.slicing import foreground_mask
 from mood_vqad.inference.weights import CONFIG_FILE, load_vae_weights, load_weights, update_config
 from mood_vqad.io import CaseError, list_cases, load_volume
 from mood_vqad.predict import resolve_device
+from mood_vqad.training.restore_rule import restore_threshold
 from mood_vqad.training.runs import (
     CALIBRATION_FILE,
     RUN_FILE,
@@ -72,8 +73,11 @@ def calibrate(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = True,
+    restore_rule: str = "percentile",
 ) -> dict[str, Any]:
     """Calibrate a weights folder or a prior run folder in place; returns what calibration.json holds.
+
+    restore_rule: how the restoration threshold follows from the NLL (`training.restore_rule`).
 
     Raises CaseError if the held-out folder gives no scored slice, WeightsError for unusable weights.
     """
@@ -91,7 +95,7 @@ def calibrate(
     if pooled.size == 0:
         raise CaseError(holdout_dir, "no held-out volume gave a scored slice")
     sample_threshold = float(np.percentile(pooled, sample_percentile))
-    restore_threshold = float(np.percentile(pooled, restore_percentile))
+    threshold = restore_threshold(pooled, restore_percentile, restore_rule, config.prior.num_codes)
     raw_scores = {
         case.name: sample_score(n, sample_threshold, settings.slice_stride) for case, n in nll.items()
     }
@@ -101,7 +105,7 @@ def calibrate(
     region = dataclasses.replace(
         config.region,
         sample_threshold=sample_threshold,
-        restore_threshold=restore_threshold,
+        restore_threshold=threshold,
         sample_scale=sample_scale,
     )
     # The residuals depend on the new restore threshold: score with the updated config.
@@ -127,6 +131,7 @@ def calibrate(
             "restore": restore_percentile,
             "pixel": pixel_percentile,
         },
+        "restore_rule": restore_rule,
         "values": values,
         "raw_sample_scores": raw_scores,
     }
