@@ -416,12 +416,10 @@ def _add_lesions(steps: argparse._SubParsersAction, cache: str) -> None:
     p.add_argument("out_dir", help="writes OUT_DIR/abdom/toy and OUT_DIR/abdom/toy_label, as data toy does")
     p.add_argument("--cache", default=cache, help="downloads and extracted members (shared with data fetch)")
     p.add_argument("--size", type=_cube_side, default="full", help="cube side; full is MOOD's 512")
-    p.add_argument(
-        "--normals",
-        default=None,
-        help="held-out normal volumes added with sample label 0 (e.g. CACHE/data/abdom-128/holdout), "
-        "without which sample AP is 1 whatever the scores",
+    normals = (
+        "held-out normal volumes added with label 0 (else sample AP is 1), e.g. CACHE/data/abdom-128/holdout"
     )
+    p.add_argument("--normals", default=None, help=normals)
     p.add_argument("--overwrite", action="store_true", help="replace an existing set in the same place")
     p.set_defaults(func=_run_lesions)
 

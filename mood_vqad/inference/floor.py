@@ -5,7 +5,7 @@ Its map goes through the learned maps' own volume pipeline (slices picked and re
 size, interpolated between scored slices, min and mean filtered, resized back, squashed, zero outside the
 foreground), so floor and learned rows differ only in what is mapped. The statistics are per volume, on
 the region's foreground (the abdomen, which keeps every voxel, on the body: voxels above the HU window's
-floor, 0).
+floor, 0), and the map is 0 off it: air would otherwise deviate everywhere.
 
 Region settings come from WEIGHTS/<region>/config.json when it is there, so that the floor is filtered
 exactly like the learned maps it is reported beside (same slice size, stride, filters, foreground rule),
@@ -69,14 +69,16 @@ def region_config(directory: Path, region: str) -> RegionConfig:
 
 
 def robust_deviation(volume: np.ndarray, region: RegionConfig) -> np.ndarray:
-    """|x - median| / (1.4826 MAD) with the statistics of the volume's foreground: float32, volume's shape."""
+    """|x - median| / (1.4826 MAD) on the volume's foreground, 0 elsewhere: float32, the volume's shape."""
     mask = foreground_mask(volume, region)
-    values = volume[mask] if mask is not None else volume[volume > 0]
+    if mask is None:
+        mask = volume > 0  # the body: air (and anything below the HU window) would deviate everywhere
+    values = volume[mask]
     if values.size == 0:
         return np.zeros(volume.shape, dtype=np.float32)
     median = float(np.median(values))
     mad = float(np.median(np.abs(values - median))) * MAD_TO_SD
-    return (np.abs(volume - median) / max(mad, 1e-6)).astype(np.float32)
+    return np.where(mask, np.abs(volume - median) / max(mad, 1e-6), 0.0).astype(np.float32)
 
 
 class IntensityFloor:
