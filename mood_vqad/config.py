@@ -186,7 +186,11 @@ VQVAE_METHODS = ("vqvae-restoration", "vqvae-rec")
 VAE_PREDICTORS = ("rec", "elbo-grad", "kl-grad", "combi", "energy")
 VAE_METHODS = tuple(f"vae-{name}" for name in VAE_PREDICTORS) + ("vae-ensemble",)
 # Each model family and its --method names; a new family is one entry here and one in predict.FAMILIES.
-FAMILY_METHODS = {"vqvae": VQVAE_METHODS, "vae": VAE_METHODS}
+# intensity-floor: no network at all, the robust intensity deviation of each voxel (a no-learning floor).
+FLOOR_METHODS = ("intensity-floor",)
+# How calibration sets the restoration threshold (mood_vqad/training/restore_rule.py).
+RESTORE_RULES = ("percentile", "uniform-cap")
+FAMILY_METHODS = {"vqvae": VQVAE_METHODS, "vae": VAE_METHODS, "floor": FLOOR_METHODS}
 METHODS = tuple(m for methods in FAMILY_METHODS.values() for m in methods)
 # The abdomen's 160 x 160 slices go through one more stride-2 stage, to a 10 x 10 code grid.
 ABDOM_VQVAE = VQVAEConfig(channels=(16, 32, 64, 128, 256))

@@ -13,6 +13,7 @@ from mood_vqad.baselines.detector import VAEDetector
 from mood_vqad.config import REGION_DEFAULTS, PredictOptions, method_family
 from mood_vqad.errors import CaseError, WeightsError
 from mood_vqad.inference.detector import VQVAEDetector
+from mood_vqad.inference.floor import IntensityFloor
 from mood_vqad.inference.protocol import Detector
 from mood_vqad.io import (
     check_output_dir,
@@ -42,6 +43,8 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "vqvae": Family(VQVAEDetector, "{region}", "{region}"),
     "vae": Family(VAEDetector, "{region}-vae", "{region} VAE"),
+    # the floor reads only WEIGHTS/<region>/config.json's region settings, when there is one
+    "floor": Family(IntensityFloor, "{region}", "{region}"),
 }
 
 

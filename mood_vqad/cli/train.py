@@ -15,7 +15,7 @@ from mood_vqad.checks import (
     positive_int,
 )
 from mood_vqad.cli.common import DEVICES, add_command, add_scoring_options, predict_options, read_overrides
-from mood_vqad.config import REGIONS, TrainOptions
+from mood_vqad.config import REGIONS, RESTORE_RULES, TrainOptions
 
 
 def add_prepare(sub: argparse._SubParsersAction) -> None:
@@ -155,6 +155,13 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         default=99.0,
         help="of foreground residuals / maps: their scales",
     )
+    p.add_argument(
+        "--restore-rule",
+        choices=RESTORE_RULES,
+        default=RESTORE_RULES[0],
+        help="uniform-cap: restore_threshold at most ln(codes), so an overfit prior cannot switch "
+        "restoration off (mood_vqad/training/restore_rule.py)",
+    )
     add_scoring_options(p)
 
 
@@ -167,7 +174,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         "restore": args.restore_percentile,
         "pixel": args.pixel_percentile,
     }
-    report = calibrate(args.source, args.holdout_dir, percentiles, predict_options(args))
+    report = calibrate(args.source, args.holdout_dir, percentiles, predict_options(args), args.restore_rule)
     print(json.dumps(report["values"], indent=2))
     return 0
 

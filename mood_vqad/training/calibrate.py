@@ -32,6 +32,7 @@ from mood_vqad.inference.slicing import foreground_mask
 from mood_vqad.inference.weights import CONFIG_FILE, load_weights, update_config
 from mood_vqad.io import list_cases, load_volume, write_json
 from mood_vqad.predict import resolve_device
+from mood_vqad.training import restore_rule
 from mood_vqad.training.runs import CALIBRATION_FILE, RUN_FILE, load_run
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class Holdout:
     cases: list[Path]
     percentiles: dict[str, float]  # "sample", "restore" (VQ-VAE only) and "pixel"
     progress: bool = True
+    restore_rule: str = (
+        "percentile"  # how the restoration threshold follows from the NLL (training.restore_rule)
+    )
 
 
 def read_volumes(cases: list[Path], desc: str, progress: bool) -> Iterator[tuple[Path, np.ndarray]]:
@@ -87,7 +91,9 @@ def calibrate_vqvae(
     if pooled.size == 0:
         raise CaseError(holdout.cases[0].parent, "no held-out volume gave a scored slice")
     sample_threshold = float(np.percentile(pooled, holdout.percentiles["sample"]))
-    restore_threshold = float(np.percentile(pooled, holdout.percentiles["restore"]))
+    restore_threshold = restore_rule.restore_threshold(
+        pooled, holdout.percentiles["restore"], holdout.restore_rule, detector.config.prior.num_codes
+    )
     raw_scores = {
         case.name: sample_score(n, sample_threshold, settings.slice_stride) for case, n in nll.items()
     }
@@ -114,6 +120,7 @@ def calibrate_vqvae(
     report = {
         "volumes": list(raw_scores),
         "percentiles": holdout.percentiles,
+        "restore_rule": holdout.restore_rule,
         "values": {name: getattr(region, name) for name in CALIBRATED},
         "raw_sample_scores": raw_scores,
     }
@@ -166,11 +173,16 @@ CALIBRATORS: dict[str, tuple[Any, Calibrator]] = {
 
 
 def calibrate(
-    source: Path, holdout_dir: Path, percentiles: dict[str, float], options: PredictOptions
+    source: Path,
+    holdout_dir: Path,
+    percentiles: dict[str, float],
+    options: PredictOptions,
+    restore_rule: str = "percentile",
 ) -> dict[str, Any]:
     """Calibrate a weights folder or a prior / VAE run folder in place; returns what calibration.json holds.
 
-    options: device, batch size, seed, progress and the VAE's energy options, as prediction runs them.
+    options: device, batch size, seed, progress and the VAE's energy options, as prediction runs them;
+    restore_rule: how the VQ-VAE's restoration threshold follows from the NLL (`training.restore_rule`).
     Raises CaseError if the held-out folder gives no scored slice, WeightsError for unusable weights.
     """
     source = Path(source)
@@ -180,7 +192,7 @@ def calibrate(
     detector = detector_class.from_modules(config, modules, resolve_device(options.device))
     # Scoring as prediction's default method does, without the per-volume inner progress bars.
     quiet = dataclasses.replace(options, method=FAMILY_METHODS[config.family][0], progress=False)
-    holdout = Holdout(list_cases(Path(holdout_dir)), percentiles, options.progress)
+    holdout = Holdout(list_cases(Path(holdout_dir)), percentiles, options.progress, restore_rule)
     config, values = calibrate_family(detector, holdout, quiet)
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -22,6 +22,7 @@ from mood_vqad.data.fetch import (
     extract,
     fetch,
     output_sizes,
+    remove_retired,
     sha256_of,
 )
 from mood_vqad.data.sources import PACKAGES, ROLES, SOURCES, Member, default_cache, members_of
@@ -43,6 +44,14 @@ def test_source_table_is_consistent():
     # split by source: no volume is both trained on and held out
     train = {s.image for s in SOURCES.values() if s.role == "train"}
     assert not train & {s.image for s in SOURCES.values() if s.role == "holdout"}
+
+
+def test_fetch_removes_what_it_once_wrote_for_a_retired_source(tmp_path):
+    for path in ("abdom-128/holdout/lung2.nii.gz", "abdom-128/holdout/dicom_slab.nii.gz"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"volume")
+    remove_retired(tmp_path)
+    assert [p.name for p in (tmp_path / "abdom-128" / "holdout").iterdir()] == ["dicom_slab.nii.gz"]
 
 
 def test_cache_follows_the_environment(monkeypatch, tmp_path):

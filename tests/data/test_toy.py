@@ -76,6 +76,21 @@ def test_same_seed_gives_byte_identical_files(normal_dir, tmp_path):
     assert first != _files(tmp_path / "c")
 
 
+def test_train_split_draws_its_own_set_and_known_sources_must_match_the_split(normal_dir, tmp_path):
+    held_out = build_toy(normal_dir, tmp_path / "h", cases=4, seed=0, progress=False)
+    in_distribution = build_toy(normal_dir, tmp_path / "t", cases=4, seed=0, progress=False, split="train")
+    assert held_out.keys() == in_distribution.keys() and _files(tmp_path / "h") != _files(tmp_path / "t")
+    known = tmp_path / "known"
+    known.mkdir()
+    save_volume(known / "colin27.nii.gz", phantom((24, 24, 24)), np.eye(4))
+    build_toy(known, tmp_path / "ok", cases=1, progress=False, split="train")
+    with pytest.raises(ValueError, match="colin27 is a train source"):
+        build_toy(known, tmp_path / "bad", cases=1, progress=False)
+    save_volume(known / "lung2.nii.gz", phantom((24, 24, 24)), np.eye(4))
+    with pytest.raises(ValueError, match="real tumour"):
+        build_toy(known, tmp_path / "bad2", cases=1, progress=False, split="train")
+
+
 def test_existing_set_is_kept_unless_overwritten(normal_dir, tmp_path):
     out = tmp_path / "toy_set"
     build_toy(normal_dir, out, cases=3, progress=False)
