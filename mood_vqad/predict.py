@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -21,6 +23,7 @@ from mood_vqad.io import (
     write_pixel_map,
     write_sample_score,
 )
+from mood_vqad.overlap import overlapped
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +103,16 @@ class DetectorCache:
         return found
 
 
-def predict_case(
-    case: Path, task: str, output_dir: Path, detectors: DetectorCache, options: PredictOptions
-) -> None:
-    """Score one case and write its output file atomically (raises CaseError)."""
-    volume, affine = load_volume(case)
+def score_case(
+    case: Path,
+    loaded: tuple[np.ndarray, np.ndarray],
+    task: str,
+    output_dir: Path,
+    detectors: DetectorCache,
+    options: PredictOptions,
+) -> Callable[[], None]:
+    """Score one loaded case (volume, affine); returns the atomic write of its output (raises CaseError)."""
+    volume, affine = loaded
     region = detect_region(volume.shape, options.region)
     family = method_family(options.method)
     try:
@@ -136,9 +144,10 @@ def predict_case(
         )
     target = output_path(output_dir, case, task)
     if task == "sample":
-        write_sample_score(target, detector.sample_score(volume, settings))
-    else:
-        write_pixel_map(target, detector.pixel_scores(volume, settings), affine)
+        score = detector.sample_score(volume, settings)
+        return lambda: write_sample_score(target, score)
+    scores = detector.pixel_scores(volume, settings)
+    return lambda: write_pixel_map(target, scores, affine)
 
 
 def predict_folder(
@@ -160,11 +169,17 @@ def predict_folder(
     log.info("%s task: %d files in %s, device %s", task, len(cases), input_dir, device)
     detectors = DetectorCache(Path(weights_dir), device)
     failed = 0
-    for case in tqdm(cases, desc=f"{task} cases", unit="case", disable=not options.progress):
-        if options.skip_existing and output_path(Path(output_dir), case, task).exists():
-            continue
+    skip = options.skip_existing
+    todo = [c for c in cases if not (skip and output_path(Path(output_dir), c, task).exists())]
+
+    def score(case: Path, loaded: tuple[np.ndarray, np.ndarray]) -> Callable[[], None]:
+        return score_case(case, loaded, task, Path(output_dir), detectors, options)
+
+    # the next case is read and the previous one written in background threads; a step is one case's
+    bar = tqdm(todo, desc=f"{task} cases", unit="case", disable=not options.progress)
+    for case, step in overlapped(bar, load_volume, score):
         try:
-            predict_case(case, task, Path(output_dir), detectors, options)
+            step()
         except CaseError as exc:
             log.error("%s", exc)
             failed += 1
