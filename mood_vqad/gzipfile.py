@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import BinaryIO
@@ -43,13 +45,20 @@ def open_read(path: Path | str) -> BinaryIO:
     return gzip.open(path, "rb")
 
 
-def open_write(path: Path | str) -> BinaryIO:
+@contextmanager
+def open_write(path: Path | str) -> Iterator[BinaryIO]:
     """A binary writer that gzips what it is given into path; it seeks forwards, as nibabel needs.
 
-    Not isal's threaded writer: it cannot seek, and the folder loop already writes in its own thread.
+    Like nibabel's own writer, the gzip header holds no file name and no time, so that the same image
+    gives the same bytes. Not isal's threaded writer: it cannot seek, and the folder loop already writes
+    in its own thread.
     """
-    if backend() == "isal":
-        from isal import igzip
+    with open(path, "wb") as raw:
+        if backend() == "isal":
+            from isal import igzip
 
-        return igzip.open(path, "wb", compresslevel=LEVEL)
-    return gzip.open(path, "wb", compresslevel=LEVEL)
+            stream = igzip.IGzipFile(filename="", mode="wb", compresslevel=LEVEL, fileobj=raw, mtime=0)
+        else:
+            stream = gzip.GzipFile(filename="", mode="wb", compresslevel=LEVEL, fileobj=raw, mtime=0)
+        with stream:
+            yield stream

@@ -228,8 +228,8 @@ def print_folder_table(args: argparse.Namespace, weights: Path, lines: list[str]
     print("\n".join(lines))
 
 
-def main() -> None:
-    """Parse arguments, run every configuration, print the table."""
+def parse_args() -> argparse.Namespace:
+    """The command line's arguments."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -248,7 +248,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--skip-naive", action="store_true", help="time only our restoration")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Parse arguments, run every configuration, print the table."""
+    args = parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return

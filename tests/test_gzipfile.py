@@ -77,6 +77,8 @@ def test_fast_path_writes_the_bytes_plain_nibabel_writes(tmp_path):
     ours = gzip.decompress((tmp_path / "ours.nii.gz").read_bytes())  # Python's gzip: standard gzip
     assert ours == plain_nibabel_bytes(tmp_path / "plain.nii.gz", scores)
     assert_scorer_reads(tmp_path / "ours.nii.gz", scores)
+    write_pixel_map(tmp_path / "again.nii.gz", scores, AFFINE)  # no file name or time in the gzip header
+    assert (tmp_path / "again.nii.gz").read_bytes() == (tmp_path / "ours.nii.gz").read_bytes()
 
 
 def test_fast_path_reads_what_plain_nibabel_reads(tmp_path):
