@@ -16,6 +16,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from mood_vqad import gzipfile
 from mood_vqad.errors import CaseError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -74,9 +75,8 @@ def load_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     check_case_file(path)
     try:
-        image = nib.load(str(path))
+        data, image = read_nifti(path)
         check_affine(path, image.affine)
-        data = np.asarray(image.dataobj, dtype=np.float32)
     except CaseError:
         raise
     except Exception as exc:  # nibabel raises many types for truncated or corrupt files
@@ -91,6 +91,36 @@ def load_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if bad:
         raise CaseError(path, f"{bad} voxels are NaN or infinite")
     return data, image.affine
+
+
+def _nifti_class(first_bytes: bytes) -> type[nib.Nifti1Image]:
+    """NIfTI-1 or NIfTI-2, from the header's first field (sizeof_hdr: 348 or 540, either byte order)."""
+    for klass in (nib.Nifti1Image, nib.Nifti2Image):
+        size = klass.header_class.sizeof_hdr
+        if first_bytes in (size.to_bytes(4, "little"), size.to_bytes(4, "big")):
+            return klass
+    raise ValueError("not a NIfTI-1 or NIfTI-2 header")
+
+
+def read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """A NIfTI file's voxels as float32 and its image; .nii.gz decompressed by gzipfile's fast reader."""
+    if not path.name.endswith(".gz"):
+        image = nib.load(str(path))
+        return np.asarray(image.dataobj, dtype=np.float32), image
+    with gzipfile.open_read(path) as stream:
+        klass = _nifti_class(stream.read(4))
+        stream.seek(0)
+        image = klass.from_stream(stream)
+        return np.asarray(image.dataobj, dtype=np.float32), image
+
+
+def write_nifti(image: nib.Nifti1Image, path: Path) -> None:
+    """Save an image as nib.save would, a .nii.gz through gzipfile's fast writer (standard gzip)."""
+    if not path.name.endswith(".gz"):
+        nib.save(image, str(path))
+        return
+    with gzipfile.open_write(path) as stream:
+        image.to_stream(stream)
 
 
 def check_output_dir(output_dir: Path) -> None:
@@ -178,13 +208,13 @@ def write_pixel_map(path: Path, scores: np.ndarray, affine: np.ndarray) -> None:
     """Write the pixel task's file: a float32 NIfTI with the input's shape and affine."""
     image = nib.Nifti1Image(np.asarray(scores, dtype=np.float32), affine)
     image.set_data_dtype(np.float32)
-    write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
+    write_atomic(path, lambda tmp: write_nifti(image, tmp))
 
 
 def save_volume(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> None:
     """Save an array as NIfTI atomically (identity affine by default)."""
     image = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
-    write_atomic(path, lambda tmp: nib.save(image, str(tmp)))
+    write_atomic(path, lambda tmp: write_nifti(image, tmp))
 
 
 def sha256(path: Path) -> str:

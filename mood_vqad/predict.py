@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -23,6 +25,7 @@ from mood_vqad.io import (
     write_pixel_map,
     write_sample_score,
 )
+from mood_vqad.overlap import overlapped
 from mood_vqad.stopping import Stopped, stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -101,11 +104,16 @@ class DetectorCache:
         return found
 
 
-def predict_case(
-    case: Path, task: str, output_dir: Path, detectors: DetectorCache, options: PredictOptions
-) -> None:
-    """Score one case and write its output file atomically (raises CaseError)."""
-    volume, affine = load_volume(case)
+def score_case(
+    case: Path,
+    loaded: tuple[np.ndarray, np.ndarray],
+    task: str,
+    output_dir: Path,
+    detectors: DetectorCache,
+    options: PredictOptions,
+) -> Callable[[], None]:
+    """Score one loaded case (volume, affine); returns the atomic write of its output (raises CaseError)."""
+    volume, affine = loaded
     region = detect_region(volume.shape, options.region)
     family = method_family(options.method)
     try:
@@ -116,20 +124,20 @@ def predict_case(
     settings = detector.settings_from(options)
     target = output_path(output_dir, case, task)
     if task == "sample":
-        write_sample_score(target, detector.sample_score(volume, settings))
-    else:
-        write_pixel_map(target, detector.pixel_scores(volume, settings), affine)
+        score = detector.sample_score(volume, settings)
+        return lambda: write_sample_score(target, score)
+    scores = detector.pixel_scores(volume, settings)
+    return lambda: write_pixel_map(target, scores, affine)
 
 
-def run_case(
-    case: Path, task: str, output_dir: Path, detectors: DetectorCache, options: PredictOptions
-) -> bool:
-    """predict_case, any failure logged as one `X.nii.gz: cause` line (-v: the traceback); True if written.
+def run_step(case: Path, step: Callable[[], None]) -> bool:
+    """One step of a case (scoring it, or its background write); any failure is one `X.nii.gz: cause` line.
 
-    Stopped (a stop signal) passes through: the run ends, not just this case.
+    Returns False when the step failed (-v logs the traceback). Stopped (a stop signal) passes through: the
+    run ends, not just this case.
     """
     try:
-        predict_case(case, task, output_dir, detectors, options)
+        step()
         return True
     except CaseError as exc:
         log.error("%s", exc)
@@ -175,21 +183,28 @@ def predict_folder(
         log.warning("removed %s, left in %s by an earlier run that was killed", name, output_dir)
     log.info("%s task: %d files in %s, device %s", task, len(cases), input_dir, device)
     detectors = DetectorCache(Path(weights_dir), device)
-    written = skipped = 0
+    todo = [c for c in cases if not (options.skip_existing and output_path(output_dir, c, task).exists())]
+    skipped = len(cases) - len(todo)
+    written: list[Path] = []  # appended by the writer thread as each output lands
+    failed: set[Path] = set()
+
+    def score(case: Path, loaded: tuple[np.ndarray, np.ndarray]) -> Callable[[], None]:
+        write = score_case(case, loaded, task, output_dir, detectors, options)
+        return lambda: (write(), written.append(case))
+
     case = None
     with stop_on_signals():
         try:
-            for case in tqdm(cases, desc=f"{task} cases", unit="case", disable=not options.progress):
-                if options.skip_existing and output_path(output_dir, case, task).exists():
-                    skipped += 1
-                elif run_case(case, task, output_dir, detectors, options):
-                    written += 1
+            # the next case is read and the previous one written in background threads; a step is one case's
+            bar = tqdm(todo, desc=f"{task} cases", unit="case", disable=not options.progress)
+            for case, step in overlapped(bar, load_volume, score):
+                if not run_step(case, step):
+                    failed.add(case)
         except Stopped as exc:
             where = f"{case.name} abandoned" if case else "before the first case"
-            log.error("stopped by %s: %s; %d of %d cases written", exc, where, written, len(cases))
+            log.error("stopped by %s: %s; %d of %d cases written", exc, where, len(written), len(cases))
             raise SystemExit(exc.exit_code) from None
-    failed = len(cases) - written - skipped
     (log.error if failed else log.info)(
-        "%s", f"{summary(len(cases), written, skipped, failed)} ({output_dir})"
+        "%s", f"{summary(len(cases), len(written), skipped, len(failed))} ({output_dir})"
     )
-    return failed
+    return len(failed)

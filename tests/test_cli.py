@@ -111,6 +111,24 @@ def test_continue_skips_written_cases(cases, weights_dir, predicted):
     assert before == {name: (out / f"{name}.txt").stat().st_mtime_ns for name in CASES}
 
 
+def test_a_failed_background_write_is_reported_for_its_case_and_the_others_go_on(
+    cases, weights_dir, tmp_path
+):
+    (tmp_path / "b.nii.gz").mkdir()  # the rename onto b's output fails in the writer thread
+    result = run_cli("-v", "predict", "pixel", cases, tmp_path, "--weights", weights_dir, "--region", "brain")
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    b_error, broken_error = sorted(errors[:2])  # b's write fails after broken's read (one case behind)
+    assert b_error.startswith("ERROR: b.nii.gz: failed (IsADirectoryError: [Errno 21] Is a directory")
+    assert broken_error.startswith("ERROR: broken.nii.gz: unreadable NIfTI")  # read in the background
+    assert "2 of 4 cases failed" in errors[2] and len(errors) == 3
+    assert sorted(os.listdir(tmp_path)) == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]  # no temporary left
+    assert (tmp_path / "b.nii.gz").is_dir() and nib.load(str(tmp_path / "c.nii.gz")).shape == CASES[
+        "c.nii.gz"
+    ]
+    assert "gzip: " in result.stderr  # -v says which gzip ran
+
+
 def test_region_is_worked_out_from_the_size():
     assert detect_region((256, 256, 256), "auto") == "brain"
     assert detect_region((512, 512, 512), "auto") == "abdom"

@@ -112,8 +112,7 @@ class VAEDetector:
 
     def to_volume(self, maps: torch.Tensor, indices: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """Slice maps at the volume's shape: interpolated between slices, post-filtered, resized back."""
-        with self.timer("post-filter"):
-            return maps_to_volume(maps, indices, shape, self.region)
+        return maps_to_volume(maps, indices, shape, self.region, self.timer)
 
     def raw_maps(self, volume: np.ndarray, settings: VAESettings) -> dict[str, np.ndarray]:
         """Every predictor the method needs, filtered, at the volume's shape, before squashing."""
@@ -128,7 +127,7 @@ class VAEDetector:
     def pixel_scores(self, volume: np.ndarray, settings: VAESettings) -> np.ndarray:
         """The pixel task's map in [0, 1) with the volume's exact shape (an ensemble: mean of its members)."""
         raw = self.raw_maps(volume, settings)
-        with self.timer("post-filter"):
+        with self.timer("squash"):
             scales = self.config.scales
             scores = sum(squash(m, getattr(scales, scale_name(p))) for p, m in raw.items()) / len(raw)
             return zero_background(scores, volume, self.region)

@@ -12,7 +12,7 @@ from mood_vqad.config import VQVAE_METHODS, ModelConfig, PredictOptions
 from mood_vqad.inference.plausibility import gross_outlier, rank_sample_score
 from mood_vqad.inference.protocol import settings_of
 from mood_vqad.inference.restore import RestoreRule, batched_nll, restore, restore_naive
-from mood_vqad.inference.scores import map_sample_score, residual_map, sample_score, squash
+from mood_vqad.inference.scores import map_sample_score, residual_map, sample_score, squash, squash_in_place
 from mood_vqad.inference.slicing import ScoredSlices, maps_to_volume, scored_slices, zero_background
 from mood_vqad.inference.timing import StageTimer
 from mood_vqad.inference.weights import PRIOR_FILE, VQVAE_FILE, Modules, load_weights
@@ -153,11 +153,12 @@ class VQVAEDetector:
         if len(encoded.indices) == 0:
             return np.zeros(volume.shape, dtype=np.float32)
         residuals = self.residuals(encoded, settings)
-        with self.timer("post-filter"):
-            return maps_to_volume(residuals, encoded.indices, volume.shape, self.region)
+        return maps_to_volume(residuals, encoded.indices, volume.shape, self.region, self.timer)
 
     def pixel_scores(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
         """The pixel task's map in [0, 1) with the volume's exact shape."""
-        residuals = self.filtered_residuals(volume, settings)
-        with self.timer("post-filter"):
-            return zero_background(squash(residuals, self.region.pixel_scale), volume, self.region)
+        residuals = self.filtered_residuals(volume, settings)  # a fresh array: squashed and masked in place
+        with self.timer("squash"):
+            squash_in_place(residuals, self.region.pixel_scale)
+        with self.timer("mask"):
+            return zero_background(residuals, volume, self.region)

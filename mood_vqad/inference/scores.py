@@ -12,6 +12,17 @@ def squash(score: np.ndarray | float, scale: float) -> np.ndarray | float:
     return score / (score + scale)
 
 
+def squash_in_place(scores: np.ndarray, scale: float, chunk: int = 1 << 22) -> np.ndarray:
+    """squash() over a contiguous float array, overwriting it a chunk at a time (no full-size temporary)."""
+    if not (scores.flags.c_contiguous or scores.flags.f_contiguous):
+        scores[...] = squash(scores, scale)
+        return scores
+    flat = scores.reshape(-1, order="F" if scores.flags.f_contiguous else "C")  # a view
+    for s in range(0, flat.size, chunk):
+        flat[s : s + chunk] = squash(flat[s : s + chunk], scale)
+    return scores
+
+
 def sample_score(nll: torch.Tensor, threshold: float, slice_stride: int) -> float:
     """Sum of the per-code NLL above threshold over scored slices, times the stride (a whole-volume estimate).
 

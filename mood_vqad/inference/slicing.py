@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from mood_vqad.config import RegionConfig
 from mood_vqad.inference.scores import post_filter
+from mood_vqad.inference.timing import StageTimer
 
 CHUNK = 64  # slices resized at a time, to bound memory on 512^3 volumes
 
@@ -38,11 +39,12 @@ def foreground_mask(volume: np.ndarray, region: RegionConfig) -> np.ndarray | No
 
 
 def zero_background(scores: np.ndarray, volume: np.ndarray, region: RegionConfig) -> np.ndarray:
-    """The scores as float32, 0 outside the region's foreground (unchanged where it keeps every voxel)."""
+    """The scores as float32, 0 outside the region's foreground; float32 scores are zeroed in place."""
+    scores = scores.astype(np.float32, copy=False)
     mask = foreground_mask(volume, region)
     if mask is not None:
-        scores = scores * mask
-    return scores.astype(np.float32)
+        np.multiply(scores, mask, out=scores)
+    return scores
 
 
 def slice_indices(volume: np.ndarray, region: RegionConfig, stride: int) -> np.ndarray:
@@ -90,13 +92,19 @@ def interpolate_slices(maps: torch.Tensor, indices: np.ndarray, n_slices: int) -
 
 
 def slices_to_volume(stack: np.ndarray, shape: tuple[int, ...], region: RegionConfig) -> np.ndarray:
-    """Resize every slice back to the input's in-plane size and restore axis order: (Z, h, w) -> shape."""
+    """Resize every slice back to the input's in-plane size and restore axis order: (Z, h, w) -> shape.
+
+    The volume is laid out as NIfTI stores voxels (Fortran order), so that writing it is a plain copy.
+    """
     in_plane = tuple(n for a, n in enumerate(shape) if a != region.slice_axis)
-    out = np.empty((shape[region.slice_axis], *in_plane), dtype=np.float32)
+    out = np.empty(shape, dtype=np.float32, order="F")
+    planes = np.moveaxis(out, region.slice_axis, 0)  # (Z, X', Y') view of out
     for s in range(0, len(stack), CHUNK):
         chunk = torch.from_numpy(np.ascontiguousarray(stack[s : s + CHUNK])).unsqueeze(1)
-        out[s : s + CHUNK] = F.interpolate(chunk, size=in_plane, mode="bilinear", align_corners=False)[:, 0]
-    return np.moveaxis(out, 0, region.slice_axis)
+        planes[s : s + CHUNK] = F.interpolate(chunk, size=in_plane, mode="bilinear", align_corners=False)[
+            :, 0
+        ]
+    return out
 
 
 @dataclass
@@ -119,10 +127,18 @@ def scored_slices(
 
 
 def maps_to_volume(
-    maps: torch.Tensor, indices: np.ndarray, shape: tuple[int, ...], region: RegionConfig
+    maps: torch.Tensor,
+    indices: np.ndarray,
+    shape: tuple[int, ...],
+    region: RegionConfig,
+    timer: StageTimer | None = None,
 ) -> np.ndarray:
     """Maps of the scored slices (S, size, size) at the volume's shape: interpolated between them,
-    post-filtered and resized back."""
-    stack = interpolate_slices(maps, indices, shape[region.slice_axis])
-    stack = post_filter(stack.float().cpu().numpy(), region.min_filter, region.mean_filter)
-    return slices_to_volume(stack, shape, region)
+    post-filtered and resized back (each a stage of timer)."""
+    timer = timer or StageTimer()
+    with timer("interpolate"):
+        stack = interpolate_slices(maps, indices, shape[region.slice_axis]).float().cpu().numpy()
+    with timer("post-filter"):
+        stack = post_filter(stack, region.min_filter, region.mean_filter)
+    with timer("resize"):
+        return slices_to_volume(stack, shape, region)
