@@ -73,12 +73,16 @@ def add_data(sub: argparse._SubParsersAction) -> None:
         "known sources of the other role are refused",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing toy set in the same place")
+    add_lesions(steps, str(default_cache()))
 
+
+def add_lesions(steps: argparse._SubParsersAction, cache: str) -> None:
+    """The `data lesions` sub-command."""
     p = add_command(steps, "lesions", run_lesions)
     p.add_argument("out_dir", help="writes OUT_DIR/abdom/toy and OUT_DIR/abdom/toy_label, as data toy does")
     p.add_argument(
         "--cache",
-        default=str(default_cache()),
+        default=cache,
         help="downloads and extracted members (shared with data fetch)",
     )
     p.add_argument("--size", type=_cube_side, default="full", help="cube side; full is MOOD's 512")
