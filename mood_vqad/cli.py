@@ -157,7 +157,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--val-batches", type=int, default=d.val_batches, help="batches per validation")
     common.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps")
     common.add_argument("--log-every", type=int, default=d.log_every, help="steps between log entries")
-    common.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=d.amp, help="GPU only")
+    common.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "off"],
+        default=d.amp,
+        help="mixed precision; on the CPU only bf16 applies (faster where the CPU has avx512_bf16 or amx)",
+    )
+    common.add_argument(
+        "--channels-last", action="store_true", help="channels-last convolutions (faster on CPUs)"
+    )
+    common.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: one per core)")
     common.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: GPU if visible"
     )
