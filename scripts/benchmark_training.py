@@ -139,7 +139,7 @@ def profile_step(trainer: Trainer, steps: int) -> dict[str, float]:
             task.model.quantizer.restart_dead_codes(out["latents"].detach(), trainer.options.dead_usage)
         times.append(time.perf_counter())
         trainer.step += 1
-        for part, t0, t1 in zip(PARTS, times, times[1:], strict=True):
+        for part, t0, t1 in zip(PARTS, times[:-1], times[1:], strict=True):
             totals[part] += (t1 - t0) / steps
     return totals
 
