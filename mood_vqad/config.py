@@ -128,7 +128,10 @@ class TrainOptions:
     log_every: int = 50
     restart_every: int = 100  # VQ-VAE: steps between dead-code restarts (0: never)
     dead_usage: float = 0.01  # VQ-VAE: EMA assignments per step below which a code counts as dead
-    amp: str = "auto"  # auto (bf16 where supported, else fp16), bf16, fp16 or off; the CPU always runs fp32
+    # GPU: auto (bf16 where supported, else fp16), bf16, fp16 or off. CPU: fp32 unless bf16 is asked for.
+    amp: str = "auto"
+    channels_last: bool = False  # convolutions in channels-last memory order
+    threads: int = 0  # intra-op CPU threads (0: torch's default, one per core)
     device: str = "auto"
     resume: bool = False
     progress: bool = True

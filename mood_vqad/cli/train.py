@@ -73,7 +73,18 @@ def _train_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--log-every", type=positive_int, default=d.log_every, help="steps between log entries"
     )
-    common.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=d.amp, help="GPU only")
+    common.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "off"],
+        default=d.amp,
+        help="mixed precision; on the CPU only bf16 applies (faster where the CPU has avx512_bf16 or amx)",
+    )
+    common.add_argument(
+        "--channels-last", action="store_true", help="channels-last convolutions (faster on CPUs)"
+    )
+    common.add_argument(
+        "--threads", type=non_negative_int, default=d.threads, help="CPU threads (0: one per core)"
+    )
     common.add_argument("--device", choices=DEVICES, default=d.device, help="auto: GPU if visible")
     common.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
     return common

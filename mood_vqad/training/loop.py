@@ -93,8 +93,14 @@ def sum_over_ranks(values: torch.Tensor, cluster: Cluster) -> torch.Tensor:
 
 
 def amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the requested precision; None (fp32) on the CPU or when off."""
-    if device.type != "cuda" or name == "off":
+    """The autocast dtype for the requested precision; None (fp32) when off.
+
+    On the CPU only an explicit "bf16" turns autocast on (it pays where the CPU has bf16 dot products,
+    see scripts/benchmark_training.py); "auto" stays fp32 there and fp16 is never used.
+    """
+    if device.type != "cuda":
+        return torch.bfloat16 if name == "bf16" else None
+    if name == "off":
         return None
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -196,6 +202,11 @@ def to_device(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[to
     return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
+def channels_last(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The 4D tensors of a batch in channels-last memory order (what oneDNN's fast convolutions take)."""
+    return tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in inputs)
+
+
 def pin(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
     """Page-locked copies of a CPU batch when it is bound for a GPU."""
     return tuple(t.pin_memory() for t in batch) if device.type == "cuda" else batch
@@ -221,8 +232,12 @@ class Trainer:
             cluster,
         )
         self.device = cluster.device
+        if options.threads:
+            torch.set_num_threads(options.threads)
         self.amp = amp_dtype(options.amp, self.device)
         self.model = task.model.to(self.device)
+        if options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every batch has the same shape
         self.replica: nn.Module = self.model
@@ -280,7 +295,7 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(len(self.task.metrics) + 1, device=self.device)
         for indices in self.val_batches:
-            inputs = self.task.inputs(to_device(self.task.load(indices), self.device), train=False)
+            inputs = self.prepare(self.task.load(indices), train=False)
             with self.autocast():
                 out = self.task.losses(self.model, inputs)
             values = torch.stack([out[name].detach().float() for name in self.task.metrics])
@@ -296,10 +311,15 @@ class Trainer:
                 self.run_dir, {"step": self.step, "split": split, **values, "time": time.time() - started}
             )
 
+    def prepare(self, batch: tuple[torch.Tensor, ...], train: bool) -> tuple[torch.Tensor, ...]:
+        """A loaded batch as network inputs on the device, in the model's memory order."""
+        inputs = self.task.inputs(to_device(batch, self.device), train=train)
+        return channels_last(inputs) if self.options.channels_last else inputs
+
     def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         """One optimizer step on a batch from task.load; returns the forward pass's outputs."""
         torch.manual_seed(step_seed(self.options.seed, self.step, self.cluster.rank))
-        inputs = self.task.inputs(to_device(batch, self.device), train=True)
+        inputs = self.prepare(batch, train=True)
         with self.autocast():
             out = self.task.losses(self.replica, inputs)
         self.optimizer.zero_grad(set_to_none=True)

@@ -53,8 +53,9 @@ def test_prefetch_keeps_order_and_raises_loader_errors():
         list(prefetched(broken, range(5)))
 
 
-def test_no_mixed_precision_on_the_cpu():
-    assert amp_dtype("auto", CPU) is None and amp_dtype("fp16", CPU) is None
+def test_cpu_mixed_precision_only_when_bf16_is_asked_for():
+    assert amp_dtype("auto", CPU) is None and amp_dtype("fp16", CPU) is None and amp_dtype("off", CPU) is None
+    assert amp_dtype("bf16", CPU) == torch.bfloat16
 
 
 def free_port() -> int:

@@ -161,6 +161,26 @@ def test_resume_matches_an_uninterrupted_run(pipeline, tmp_path, model, one_thre
     ]
 
 
+def test_bf16_channels_last_cpu_training_resumes_exactly(pipeline, tmp_path, one_thread):
+    """The CPU's fast path (bf16 autocast, channels-last) keeps resume bit-exact and the loss finite."""
+    root = pipeline["root"]
+    flags = {**FLAGS, **VQVAE_FLAGS, "amp": "bf16", "channels_last": True, "device": "cpu", "progress": False}
+
+    def train(run, steps: int, resume: bool) -> dict:
+        options = TrainOptions(steps=steps, resume=resume, **flags)
+        train_autoencoder("vqvae", root / "cache", run, options, None if resume else pipeline["config"])
+        return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+    train(tmp_path / "a", STEPS // 2, resume=False)
+    resumed = train(tmp_path / "a", STEPS, resume=True)
+    whole = train(tmp_path / "b", STEPS, resume=False)
+    assert all(torch.equal(resumed[name], value) for name, value in whole.items())
+    logged = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(entry["loss"]) for entry in logged)
+    reference = torch.load(root / "vqvae" / "checkpoint.pt", weights_only=True)["model"]
+    assert not all(torch.equal(reference[name], value) for name, value in whole.items()), "bf16 was not used"
+
+
 def test_prior_on_augmented_codes_records_its_choice_and_resumes_exactly(pipeline, tmp_path, one_thread):
     root = pipeline["root"]
 
