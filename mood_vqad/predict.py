@@ -190,7 +190,12 @@ def predict_folder(
 
     def score(case: Path, loaded: tuple[np.ndarray, np.ndarray]) -> Callable[[], None]:
         write = score_case(case, loaded, task, output_dir, detectors, options)
-        return lambda: (write(), written.append(case))
+
+        def write_and_count() -> None:
+            write()
+            written.append(case)
+
+        return write_and_count
 
     case = None
     with stop_on_signals():

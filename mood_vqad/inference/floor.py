@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mood_vqad.config import FLOOR_METHODS, REGION_DEFAULTS, PredictOptions, RegionConfig, load_config
+from mood_vqad.config import FLOOR_METHODS, REGION_DEFAULTS, PredictOptions, RegionConfig
 from mood_vqad.errors import WeightsError
 from mood_vqad.inference.protocol import settings_of
 from mood_vqad.inference.scores import map_sample_score, squash
@@ -33,7 +33,7 @@ from mood_vqad.inference.slicing import (
     zero_background,
 )
 from mood_vqad.inference.timing import StageTimer
-from mood_vqad.inference.weights import CONFIG_FILE
+from mood_vqad.inference.weights import CONFIG_FILE, read_weights_config
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,7 @@ def region_config(directory: Path, region: str) -> RegionConfig:
             raise WeightsError(f"{directory}: no {CONFIG_FILE} and no default region named {region!r}")
         log.info("%s: no %s, the floor uses the %s defaults", directory, CONFIG_FILE, region)
         return REGION_DEFAULTS[region]
-    try:
-        return load_config(path).region
-    except (ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{path}: invalid ({exc})") from exc
+    return read_weights_config(directory).region
 
 
 def robust_deviation(volume: np.ndarray, region: RegionConfig) -> np.ndarray:

@@ -105,6 +105,15 @@ def _load_state(module: torch.nn.Module, path: Path) -> None:
     module.load_state_dict(state)
 
 
+def read_weights_config(directory: Path) -> ModelConfig | VAEModelConfig:
+    """A weights folder's config.json, either family (raises WeightsError when it is invalid)."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        return load_config(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{path}: invalid ({exc})") from exc
+
+
 def load_weights(
     directory: Path, device: torch.device | str = "cpu"
 ) -> tuple[ModelConfig | VAEModelConfig, Modules]:
@@ -113,10 +122,7 @@ def load_weights(
     if not (directory / CONFIG_FILE).is_file():
         raise WeightsError(f"{directory}: no {CONFIG_FILE} (no weights for this region)")
     _check_sums(directory)
-    try:
-        config = load_config(directory / CONFIG_FILE)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{directory / CONFIG_FILE}: invalid ({exc})") from exc
+    config = read_weights_config(directory)
     modules = build_modules(config)
     for name, module in modules.items():
         _load_state(module, directory / name)
