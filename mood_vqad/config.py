@@ -120,6 +120,7 @@ class TrainOptions:
     steps: int = 100_000
     batch_size: int = 32
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # or "cosine": from lr down to LR_FLOOR * lr at the last step
     seed: int = 0
     val_fraction: float = 0.1
     val_every: int = 1000
@@ -136,6 +137,9 @@ class TrainOptions:
     resume: bool = False
     progress: bool = True
 
+
+LR_SCHEDULES = ("constant", "cosine")
+LR_FLOOR = 0.05  # cosine's last learning rate, as a share of --lr
 
 VAE_ENSEMBLE = ("rec", "kl-grad", "combi")  # vae-ensemble's maps unless told otherwise
 # vae-energy's projection (Dehaene et al.), tuned on synthetic anomalies of a held-out brain (z-scored

@@ -15,7 +15,7 @@ from mood_vqad.checks import (
     positive_int,
 )
 from mood_vqad.cli.common import DEVICES, add_command, add_scoring_options, predict_options, read_overrides
-from mood_vqad.config import REGIONS, RESTORE_RULES, TrainOptions
+from mood_vqad.config import LR_FLOOR, LR_SCHEDULES, REGIONS, RESTORE_RULES, TrainOptions
 
 
 def add_prepare(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +57,12 @@ def _train_options() -> argparse.ArgumentParser:
     )
     common.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="per process")
     common.add_argument("--lr", type=positive_float, default=d.lr, help="Adam learning rate")
+    common.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=d.lr_schedule,
+        help=f"cosine: from --lr down to {LR_FLOOR:g} x --lr at --steps (set from the step: resumes exactly)",
+    )
     common.add_argument(
         "--seed", type=non_negative_int, default=d.seed, help="initialisation, data order, augmentation"
     )

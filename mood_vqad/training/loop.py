@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import threading
@@ -28,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from mood_vqad.config import ModelConfig, TrainOptions, to_dict
+from mood_vqad.config import LR_FLOOR, ModelConfig, TrainOptions, to_dict
 from mood_vqad.predict import resolve_device
 from mood_vqad.training.runs import (
     CHECKPOINT_FILE,
@@ -212,6 +213,14 @@ def pin(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Te
     return tuple(t.pin_memory() for t in batch) if device.type == "cuda" else batch
 
 
+def learning_rate(options: TrainOptions, step: int) -> float:
+    """The learning rate of step `step` (0-based): a function of the step, so resuming needs no state."""
+    if options.lr_schedule == "constant":
+        return options.lr
+    progress = min(step / max(options.steps - 1, 1), 1.0)
+    return options.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 class Trainer:
     """Runs a task's optimisation for a run folder: steps, logging, validation and checkpoints."""
 
@@ -323,6 +332,8 @@ class Trainer:
         with self.autocast():
             out = self.task.losses(self.replica, inputs)
         self.optimizer.zero_grad(set_to_none=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.options, self.step)
         self.scaler.scale(out[self.task.metrics[0]]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()

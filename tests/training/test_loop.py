@@ -10,9 +10,9 @@ import torch
 import torch.multiprocessing as mp
 from helpers import phantom, save_nifti, tiny_config
 
-from mood_vqad.config import BRAIN, TrainOptions, to_dict
+from mood_vqad.config import BRAIN, LR_FLOOR, TrainOptions, to_dict
 from mood_vqad.training.cache import prepare_cache
-from mood_vqad.training.loop import BatchOrder, Cluster, amp_dtype, prefetched, split_by_volume
+from mood_vqad.training.loop import BatchOrder, Cluster, amp_dtype, learning_rate, prefetched, split_by_volume
 from mood_vqad.training.tasks import train_autoencoder, train_prior
 
 CPU = torch.device("cpu")
@@ -104,3 +104,13 @@ def test_two_gloo_processes_end_with_identical_models(tmp_path):
     checkpoint = torch.load(tmp_path / "vqvae" / "checkpoint.pt", weights_only=True)
     assert checkpoint["step"] == 3
     assert torch.equal(checkpoint["model"]["quantizer.codebook"], states[0]["vqvae"]["quantizer.codebook"])
+
+
+def test_cosine_schedule_falls_from_lr_to_its_floor_as_a_function_of_the_step():
+    options = TrainOptions(steps=101, lr=1e-3, lr_schedule="cosine")
+    rates = [learning_rate(options, step) for step in range(101)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(LR_FLOOR * 1e-3)
+    assert rates[50] == pytest.approx(1e-3 * (1 + LR_FLOOR) / 2)
+    assert all(a > b for a, b in zip(rates[:-1], rates[1:], strict=True)), "falls at every step"
+    constant = TrainOptions(steps=101, lr=1e-3)
+    assert {learning_rate(constant, step) for step in range(101)} == {1e-3}

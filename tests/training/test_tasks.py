@@ -12,8 +12,9 @@ import torch
 from helpers import cli_flags, phantom, run_cli, save_nifti, tiny_config
 
 from mood_vqad.cli import main
-from mood_vqad.config import BRAIN, TrainOptions, load_config, to_dict
+from mood_vqad.config import BRAIN, LR_FLOOR, TrainOptions, load_config, to_dict
 from mood_vqad.inference.weights import load_weights
+from mood_vqad.training.loop import learning_rate
 from mood_vqad.training.tasks import train_autoencoder, train_prior
 
 SHAPE = (32, 32, 32)
@@ -179,6 +180,15 @@ def test_bf16_channels_last_cpu_training_resumes_exactly(pipeline, tmp_path, one
     assert all(np.isfinite(entry["loss"]) for entry in logged)
     reference = torch.load(root / "vqvae" / "checkpoint.pt", weights_only=True)["model"]
     assert not all(torch.equal(reference[name], value) for name, value in whole.items()), "bf16 was not used"
+
+
+def test_cosine_schedule_sets_each_steps_rate_and_is_recorded(pipeline, tmp_path, one_thread):
+    options = TrainOptions(steps=STEPS, lr=1e-3, lr_schedule="cosine", progress=False, device="cpu", **FLAGS)
+    train_prior(pipeline["root"] / "cache", tmp_path, pipeline["root"] / "vqvae", options, pipeline["config"])
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["options"]["lr_schedule"] == "cosine"
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(learning_rate(options, STEPS - 1))
+    assert learning_rate(options, STEPS - 1) == pytest.approx(LR_FLOOR * 1e-3)
 
 
 def test_prior_on_augmented_codes_records_its_choice_and_resumes_exactly(pipeline, tmp_path, one_thread):
