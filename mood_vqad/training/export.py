@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mood_vqad import __version__
-from mood_vqad.config import ModelConfig, VAEModelConfig
+from mood_vqad.config import ModelConfig, TrainOptions, VAEModelConfig
 from mood_vqad.inference.weights import save_weights
 from mood_vqad.io import read_json
 from mood_vqad.predict import family_dir
@@ -36,12 +36,27 @@ def _losses(final: dict[str, dict[str, Any]]) -> str:
     return ", ".join(parts) or "not logged"
 
 
-def _retrain_commands(run: dict[str, Any], config: ModelConfig, prior_step: int) -> str:
+def _retrain_commands(
+    run: dict[str, Any], config: ModelConfig, prior_step: int, calibration: dict[str, Any] | None
+) -> str:
     """The commands that rebuild these weights: the runs' options, with the steps they really took."""
 
+    defaults = TrainOptions()
+
     def flags(options: dict[str, Any], step: int) -> str:
-        keys = ("batch_size", "lr", "seed", "val_fraction")
-        return f"--steps {step} " + " ".join(f"--{k.replace('_', '-')} {options[k]}" for k in keys)
+        # the options that change the weights: always the main ones, the others where the run changed them
+        keys = ["batch_size", "lr", "seed", "val_fraction"] + [
+            k
+            for k in ("lr_schedule", "dead_usage", "restart_every", "amp", "channels_last")
+            if k in options and options[k] != getattr(defaults, k)
+        ]
+        words = [
+            f"--{k.replace('_', '-')}" if options[k] is True else f"--{k.replace('_', '-')} {options[k]}"
+            for k in keys
+        ]
+        return f"--steps {step} " + " ".join(words)
+
+    rule = (calibration or {}).get("restore_rule", "percentile")
 
     region = config.region.name
     return "\n".join(
@@ -51,7 +66,7 @@ def _retrain_commands(run: dict[str, Any], config: ModelConfig, prior_step: int)
             f"{flags(run['vqvae_run']['options'], run['vqvae_run']['step'])}",
             f"mood-vqad train prior CACHE_DIR PRIOR_RUN --vqvae VQVAE_RUN --config CONFIG.json "
             f"{flags(run['options'], prior_step)}{' --augment-codes' if run.get('augment') else ''}",
-            "mood-vqad calibrate PRIOR_RUN HOLDOUT_DIR",
+            f"mood-vqad calibrate PRIOR_RUN HOLDOUT_DIR --restore-rule {rule}",
             "mood-vqad export PRIOR_RUN WEIGHTS_DIR",
         ]
     )
@@ -115,7 +130,7 @@ def _vqvae_card(run_dir: Path, config: ModelConfig) -> list[str]:
         "CONFIG.json: this folder's config.json (model sizes and region settings).",
         "",
         "```",
-        _retrain_commands(run, config, prior_step),
+        _retrain_commands(run, config, prior_step, calibration),
         "```",
     ]
 

@@ -109,6 +109,9 @@ def test_export_writes_the_predictors_folder_and_a_model_card(pipeline):
     card = (folder / "MODEL_CARD.md").read_text()
     assert "v0.nii.gz" in card and f"{STEPS} steps" in card and "sample_threshold" in card
     assert "mood-vqad train prior" in card
+    rule = json.loads((pipeline["root"] / "prior" / "calibration.json").read_text())["restore_rule"]
+    assert f"mood-vqad calibrate PRIOR_RUN HOLDOUT_DIR --restore-rule {rule}" in card
+    assert "--lr-schedule" not in card  # options left at their defaults are not repeated
     assert "adds no new subjects" in card and "elastic_prob" in card
     assert card.rstrip().endswith("## Notes\n\nPhantoms, not anatomy.")
 
