@@ -70,4 +70,6 @@ def test_outputs_equal_those_written_before_the_redesign(outputs):
     expected = np.load(MAPS)
     assert sorted(maps) == sorted(expected.files)
     for name, data in maps.items():
-        np.testing.assert_allclose(data, expected[name].astype(np.float32), rtol=0, atol=MAP_TOLERANCE, err_msg=name)
+        np.testing.assert_allclose(
+            data, expected[name].astype(np.float32), rtol=0, atol=MAP_TOLERANCE, err_msg=name
+        )
