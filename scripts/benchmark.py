@@ -19,6 +19,12 @@ than the wall time), peak RSS, and whether both wrote the same voxels.
 
     PYTHONPATH=. python scripts/benchmark.py --folder 4 --regions abdom --tasks pixel \
         --slice-stride 32 --restorations 4 --before /tmp/wt-before
+
+I/O mode (--io): one volume of the first region read, and its real pixel map written, in a fresh process
+per gzip backend (Python's gzip, ISA-L) and map values (full float32, rounded to the float16 values the
+scorer reads); prints seconds and the output's size.
+
+    PYTHONPATH=. python scripts/benchmark.py --io --regions abdom --volume ABDOM_512.nii.gz --slice-stride 32
 """
 
 from __future__ import annotations
@@ -76,9 +82,9 @@ def child(spec: dict) -> dict:
             write_sample_score(Path(out + ".nii.gz.txt"), score)
     else:
         scores = detector.pixel_scores(volume, settings)
+        np.save(out + ".npy", scores)  # before the write, which rounds scores in place
         with timer("write"):
             write_pixel_map(Path(out + ".nii.gz"), scores, affine)
-        np.save(out + ".npy", scores)
     return {
         "seconds": dict(timer.seconds),
         "passes": len(calls),
@@ -134,9 +140,65 @@ def folder_child(spec: dict) -> dict:
     return {"wall": wall, "failed": failed, "seconds": seconds, "threads": torch.get_num_threads()}
 
 
-def run_child(spec: dict, repo: Path = REPO, mode: str = "--child") -> dict:
+def io_child(spec: dict) -> dict:
+    """Read one volume and write one map with this process's gzip backend; seconds and output size."""
+    import nibabel as nib
+
+    from mood_vqad import gzipfile
+    from mood_vqad.io import load_volume, write_atomic, write_nifti, write_pixel_map
+
+    start = time.perf_counter()
+    _, affine = load_volume(Path(spec["volume"]))
+    read = time.perf_counter() - start
+    scores = np.load(spec["map"])
+    path = Path(spec["out"])
+    start = time.perf_counter()
+    if spec["rounded"]:
+        write_pixel_map(path, scores, affine)
+    else:  # the map's full float32 values, as written before the rounding to float16's
+        image = nib.Nifti1Image(scores, affine)
+        write_atomic(path, lambda tmp: write_nifti(image, tmp))
+    write = time.perf_counter() - start
+    return {"backend": gzipfile.backend(), "read": read, "write": write, "mib": path.stat().st_size / 2**20}
+
+
+def io_benchmark(args: argparse.Namespace, weights: Path, data: Path, tmp: Path) -> None:
+    """I/O mode: read one volume and write its real pixel map, per gzip backend and map rounding."""
+    region = args.regions[0]
+    volume = args.volume or data / DEFAULT_VOLUMES[region]
+    if not volume.exists():
+        sys.exit(f"{volume}: missing; run `mood-vqad data fetch` or pass --volume")
+    spec = {
+        "region": region, "task": "pixel", "volume": str(volume), "weights": str(weights),
+        "device": args.device, "slice_stride": args.slice_stride, "restorations": args.restorations,
+        "masking": args.masking, "batch_size": args.batch_size, "naive": False, "out": str(tmp / "map"),
+    }  # fmt: skip
+    run_child(spec)  # the map to write: this region's real pixel map of the volume, full float32 values
+    print(f"{region} volume {volume}, its pixel map from weights {weights}; seconds, one run each, in turns")
+    print("| gzip | map values | read s | write s | read + write s | output MiB |")
+    print("|---|---|---|---|---|---|")
+    for backend in args.io_backends:
+        for rounded in (False, True):
+            io = {
+                "volume": str(volume),
+                "map": str(tmp / "map.npy"),
+                "rounded": rounded,
+                "out": str(tmp / "o.nii.gz"),
+            }
+            r = run_child(io, mode="--io-child", env={"MOOD_VQAD_GZIP": backend})
+            values = "float16-rounded" if rounded else "float32"
+            cells = [
+                r["backend"],
+                values,
+                *(f"{r[k]:.2f}" for k in ("read", "write")),
+                f"{r['read'] + r['write']:.2f}",
+            ]
+            print("| " + " | ".join([*cells, f"{r['mib']:.0f}"]) + " |", flush=True)
+
+
+def run_child(spec: dict, repo: Path = REPO, mode: str = "--child", env: dict | None = None) -> dict:
     """Measure one configuration in a fresh interpreter running the code of repo; adds its peak RSS."""
-    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env = {**os.environ, "PYTHONPATH": str(repo), **(env or {})}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(
             [sys.executable, __file__, mode, json.dumps(spec)], stdout=out, stderr=err, env=env
@@ -145,7 +207,9 @@ def run_child(spec: dict, repo: Path = REPO, mode: str = "--child") -> dict:
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         if child.returncode != 0:
-            sys.exit(f"benchmark child failed ({spec['region']} {spec['task']}):\n{err.read()[-2000:]}")
+            sys.exit(
+                f"benchmark child failed ({spec.get('region')} {spec.get('task')}):\n{err.read()[-2000:]}"
+            )
         result = json.loads(out.read().strip().splitlines()[-1])
     result.setdefault("rss_gb", usage.ru_maxrss / 2**20)
     return result
@@ -241,6 +305,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder-child", help=argparse.SUPPRESS)
+    parser.add_argument("--io-child", help=argparse.SUPPRESS)
+    parser.add_argument("--io", action="store_true", help="I/O mode: read one volume, write its map")
+    parser.add_argument("--io-backends", nargs="+", choices=["python", "isal"], default=["python", "isal"])
     parser.add_argument("--folder", type=int, default=0, help="folder mode: N cases through predict")
     parser.add_argument("--before", type=Path, default=None, help="folder mode: also a checkout to compare")
     parser.add_argument("--regions", nargs="+", default=["brain", "abdom"])
@@ -266,6 +333,9 @@ def main() -> None:
     if args.folder_child:
         print(json.dumps(folder_child(json.loads(args.folder_child))))
         return
+    if args.io_child:
+        print(json.dumps(io_child(json.loads(args.io_child))))
+        return
 
     sys.path.insert(0, str(REPO))
     from mood_vqad.data.sources import default_cache
@@ -273,6 +343,10 @@ def main() -> None:
 
     weights = args.weights or default_weights_dir()
     data = args.data or default_cache() / "data"
+    if args.io:
+        with tempfile.TemporaryDirectory() as tmp:
+            io_benchmark(args, weights, data, Path(tmp))
+        return
     if args.folder:
         with tempfile.TemporaryDirectory() as tmp:
             lines = folder_benchmark(args, weights, data, Path(tmp))

@@ -1,6 +1,7 @@
 """Fast gzip (ISA-L) and its fallback write what plain nibabel writes and read what it reads."""
 
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from helpers import phantom
 
 from mood_vqad import gzipfile
-from mood_vqad.io import load_volume, write_pixel_map
+from mood_vqad.io import load_volume, round_to_float16, write_pixel_map
 
 AFFINE = np.diag([0.7, 0.8, 2.5, 1.0])
 
@@ -27,7 +28,7 @@ from mood_vqad import gzipfile
 from mood_vqad.io import load_volume, write_pixel_map
 folder = Path(sys.argv[1])
 scores = np.load(folder / "scores.npy")
-write_pixel_map(folder / "ours.nii.gz", scores, np.load(folder / "affine.npy"))
+write_pixel_map(folder / "ours.nii.gz", scores.copy(), np.load(folder / "affine.npy"))
 volume, _ = load_volume(folder / "plain.nii.gz")
 print(json.dumps({"backend": gzipfile.backend(), "read_equal": bool(np.array_equal(volume, scores))}))
 """
@@ -37,6 +38,11 @@ def scores_map(shape=(20, 24, 28)) -> np.ndarray:
     """A pixel map in [0, 1) with a background of zeros, as predict writes one."""
     scores = phantom(shape, seed=4)
     return (scores / (scores.max() + 1.0)).astype(np.float32)
+
+
+def on_float16_grid(scores: np.ndarray) -> np.ndarray:
+    """A copy of scores with the values the challenge reads: float16's, stored as float32."""
+    return scores.astype(np.float16).astype(np.float32)
 
 
 def plain_nibabel_bytes(path, scores: np.ndarray) -> bytes:
@@ -73,11 +79,11 @@ def test_fast_path_writes_the_bytes_plain_nibabel_writes(tmp_path):
     pytest.importorskip("isal")
     assert gzipfile.backend() == "isal"
     scores = scores_map()
-    write_pixel_map(tmp_path / "ours.nii.gz", scores, AFFINE)
+    write_pixel_map(tmp_path / "ours.nii.gz", scores.copy(), AFFINE)
     ours = gzip.decompress((tmp_path / "ours.nii.gz").read_bytes())  # Python's gzip: standard gzip
-    assert ours == plain_nibabel_bytes(tmp_path / "plain.nii.gz", scores)
+    assert ours == plain_nibabel_bytes(tmp_path / "plain.nii.gz", on_float16_grid(scores))
     assert_scorer_reads(tmp_path / "ours.nii.gz", scores)
-    write_pixel_map(tmp_path / "again.nii.gz", scores, AFFINE)  # no file name or time in the gzip header
+    write_pixel_map(tmp_path / "again.nii.gz", scores.copy(), AFFINE)  # no file name or time in the header
     assert (tmp_path / "again.nii.gz").read_bytes() == (tmp_path / "ours.nii.gz").read_bytes()
 
 
@@ -96,10 +102,46 @@ def test_fallback_without_isal_or_when_switched_off(tmp_path, hide_isal, gzip_en
     assert found == {"backend": "python", "read_equal": True}
     scores = np.load(tmp_path / "scores.npy")
     ours = gzip.decompress((tmp_path / "ours.nii.gz").read_bytes())
-    assert ours == gzip.decompress((tmp_path / "plain.nii.gz").read_bytes())
+    assert ours == plain_nibabel_bytes(tmp_path / "rounded.nii.gz", on_float16_grid(scores))
     assert_scorer_reads(tmp_path / "ours.nii.gz", scores)
 
 
 def test_subprocess_uses_isal_when_installed(tmp_path):
     pytest.importorskip("isal")
     assert round_trip(tmp_path, hide_isal=False) == {"backend": "isal", "read_equal": True}
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_rounding_to_float16_is_in_place_and_changes_nothing_the_scorer_reads(order):
+    rng = np.random.default_rng(0)
+    scores = np.asarray(rng.random((9, 10, 11)), dtype=np.float32, order=order)
+    scores[0, 0, :3] = [np.nan, 7e4, -0.25]  # NaN, beyond float16's range, negative: read as before
+    original = scores.copy(order=order)
+    round_to_float16(scores, block=97)  # blocks that do not divide the size
+    with np.errstate(over="ignore"):
+        keys = original.astype(np.float16)
+    assert np.array_equal(scores.astype(np.float16), keys, equal_nan=True)
+    assert np.array_equal(scores, keys.astype(np.float32), equal_nan=True)
+    assert not np.array_equal(scores, original, equal_nan=True)
+    with pytest.raises(ValueError, match="contiguous"):
+        round_to_float16(scores[:, ::2])
+
+
+def test_rounded_map_compresses_better(tmp_path):
+    rng = np.random.default_rng(1)
+    scores = rng.random((32, 32, 32)).astype(np.float32)  # full-precision noise, like a residual map
+    plain_nibabel_bytes(tmp_path / "plain.nii.gz", scores)
+    write_pixel_map(tmp_path / "ours.nii.gz", scores.copy(), AFFINE)
+    assert (tmp_path / "ours.nii.gz").stat().st_size < 0.8 * (tmp_path / "plain.nii.gz").stat().st_size
+
+
+def test_forward_seeking_writer_pads_with_zeros_and_refuses_to_go_back():
+    sink = io.BytesIO()
+    stream = gzipfile.ForwardSeeking(sink)
+    stream.write(b"ab")
+    assert stream.seek(0, io.SEEK_CUR) == 2
+    assert stream.seek(5) == 5  # nibabel's seek to the data offset: zeros in between
+    stream.write(np.arange(2, dtype=np.uint8))  # any buffer
+    assert sink.getvalue() == b"ab\0\0\0\0\x01" and stream.tell() == 7
+    with pytest.raises(io.UnsupportedOperation, match="forwards only"):
+        stream.seek(3)
