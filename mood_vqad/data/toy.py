@@ -122,6 +122,23 @@ def _anomalous(
     return case, names
 
 
+def toy_stream(seed: int, region: str, split: str) -> list[int]:
+    """The seed of a toy set's random stream."""
+    # the region (and a train split) enter the seed so that sets built with one seed differ; held-out
+    # streams are those of earlier releases
+    return [seed, REGIONS.index(region)] + ([ROLES.index(split)] if split != "holdout" else [])
+
+
+def case_base(
+    normal: Path, stream: list[int], i: int, region: str
+) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """Case i's normal volume before its anomalies (varied), its affine, and the case's generator."""
+    # one generator per case, so a case does not depend on how many came before it
+    rng = np.random.default_rng([*stream, i])
+    base, affine = load_volume(normal)
+    return vary(base, affine, region, rng), affine, rng
+
+
 def build_toy(
     normal_dir: Path,
     out_dir: Path,
@@ -148,17 +165,12 @@ def build_toy(
     if len({p.resolve() for p in normals + donors}) < 2:
         log.warning("no second subject: foreign_patch is left out (see --donors)")
     toy, pixel, sample = prepare_layout(Path(out_dir), overwrite)
-    # the region (and a train split) enter the seed so that sets built with one seed differ; held-out
-    # streams are those of earlier releases
-    stream = [seed, REGIONS.index(region)] + ([ROLES.index(split)] if split != "holdout" else [])
+    stream = toy_stream(seed, region, split)
     keep_normal = normal_cases(cases, normal_fraction, np.random.default_rng(stream))
     types: dict[str, list[str]] = {}
     for i in tqdm(range(cases), desc="toy cases", unit="case", disable=not progress, file=sys.stderr):
-        # one generator per case, so a case does not depend on how many came before it
-        rng = np.random.default_rng([*stream, i])
         normal = normals[i % len(normals)]
-        base, affine = load_volume(normal)
-        base = vary(base, affine, region, rng)
+        base, affine, rng = case_base(normal, stream, i, region)
         case, names = base, []
         if i not in keep_normal:
             case, names = _anomalous(base, region, rng, _donor(donors, normal, base.shape, rng))
