@@ -15,6 +15,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import torch
 
 from mood_vqad import gzipfile
 from mood_vqad.errors import CaseError
@@ -108,8 +109,7 @@ def read_nifti(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
         image = nib.load(str(path))
         return np.asarray(image.dataobj, dtype=np.float32), image
     with gzipfile.open_read(path) as stream:
-        klass = _nifti_class(stream.read(4))
-        stream.seek(0)
+        klass = _nifti_class(stream.peek(4)[:4])
         image = klass.from_stream(stream)
         return np.asarray(image.dataobj, dtype=np.float32), image
 
@@ -209,14 +209,15 @@ def round_to_float16(scores: np.ndarray, block: int = 1 << 22) -> None:
 
     The scorer casts every map to float16 before ranking, so it reads the same values from the rounded
     map; the 13 low mantissa bits become zero and a 512^3 map compresses to about 60 % of its size.
+    Torch's conversion (vectorised, threaded) rounds as numpy's does, to nearest even, beyond float16's
+    range to infinity, in 0.1 s for 512^3 against numpy's 0.76 s (2 cores).
     """
     if not (scores.flags.c_contiguous or scores.flags.f_contiguous):
         raise ValueError("round_to_float16 needs a contiguous array (a flat view of it)")
-    flat = scores.reshape(-1, order="A")  # a view in memory order, C or Fortran
-    for start in range(0, flat.size, block):
+    flat = torch.from_numpy(scores.reshape(-1, order="A"))  # a view in memory order, C or Fortran
+    for start in range(0, flat.numel(), block):
         part = flat[start : start + block]
-        with np.errstate(over="ignore"):  # beyond float16's range becomes inf, which the scorer reads too
-            part[...] = part.astype(np.float16)
+        part.copy_(part.half())
 
 
 def write_pixel_map(path: Path, scores: np.ndarray, affine: np.ndarray) -> None:

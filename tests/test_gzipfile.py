@@ -13,6 +13,7 @@ import pytest
 from helpers import phantom
 
 from mood_vqad import gzipfile
+from mood_vqad.errors import CaseError
 from mood_vqad.io import load_volume, round_to_float16, write_pixel_map
 
 AFFINE = np.diag([0.7, 0.8, 2.5, 1.0])
@@ -25,6 +26,7 @@ if sys.argv[2] == "1":
     sys.modules["isal"] = None  # as if isal were not installed: importing it raises ImportError
 import numpy as np
 from mood_vqad import gzipfile
+from mood_vqad.errors import CaseError
 from mood_vqad.io import load_volume, write_pixel_map
 folder = Path(sys.argv[1])
 scores = np.load(folder / "scores.npy")
@@ -127,6 +129,18 @@ def test_rounding_to_float16_is_in_place_and_changes_nothing_the_scorer_reads(or
         round_to_float16(scores[:, ::2])
 
 
+def test_rounding_to_float16_breaks_ties_as_numpy_does():
+    grid = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)  # every float16 value
+    grid = grid[np.isfinite(grid)]
+    halfway = ((grid[:-1].astype(np.float64) + grid[1:]) / 2).astype(np.float32)
+    values = np.concatenate([halfway, np.nextafter(halfway, np.inf), np.nextafter(halfway, -np.inf)])
+    values = np.concatenate([values, [65519.0, 65520.0, 1e-8, -3e-8, 2.0**-25, 2.0**-24]]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16).astype(np.float32)
+    round_to_float16(values)
+    assert np.array_equal(values, expected)
+
+
 def test_rounded_map_compresses_better(tmp_path):
     rng = np.random.default_rng(1)
     scores = rng.random((32, 32, 32)).astype(np.float32)  # full-precision noise, like a residual map
@@ -145,3 +159,23 @@ def test_forward_seeking_writer_pads_with_zeros_and_refuses_to_go_back():
     assert sink.getvalue() == b"ab\0\0\0\0\x01" and stream.tell() == 7
     with pytest.raises(io.UnsupportedOperation, match="forwards only"):
         stream.seek(3)
+
+
+def test_forward_seeking_reader_skips_forwards_and_stops_at_the_end():
+    stream = gzipfile.ForwardSeeking(io.BufferedReader(io.BytesIO(bytes(range(10)))))
+    assert stream.peek(2)[:2] == b"\0\1" and stream.tell() == 0
+    assert stream.read(2) == b"\0\1"
+    assert stream.seek(5) == 5  # nibabel's seek to the data offset: bytes in between skipped
+    buffer = bytearray(3)
+    assert stream.readinto(buffer) == 3 and buffer == b"\5\6\7"
+    with pytest.raises(io.UnsupportedOperation, match="forwards only"):
+        stream.seek(1)
+    assert stream.seek(50) == 10 and stream.read() == b""
+
+
+def test_fast_reader_reports_a_truncated_file(tmp_path):
+    plain_nibabel_bytes(tmp_path / "whole.nii.gz", scores_map())
+    data = (tmp_path / "whole.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CaseError, match="cut.nii.gz.*unreadable NIfTI"):
+        load_volume(tmp_path / "cut.nii.gz")
