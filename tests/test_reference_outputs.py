@@ -1,16 +1,16 @@
 """Predictions of weights written before the layout redesign stay identical, for both families and tasks.
 
 tests/reference/weights/ holds tiny fp16 weights folders saved by the code as it was before the redesign
-(brain, abdom, brain-vae); tests/reference/outputs.json holds the digests of the sample files `predict`
-wrote with them then, tests/reference/maps.npz the pixel maps (float16). Maps are compared to within
-MAP_TOLERANCE, not by digest: the VAE's gradient maps change in their last float bits from one CPU or
-library build to the next (1966bf8's own code gave new digests on the CI machine). Set
-MOOD_VQAD_WRITE_REFERENCE=1 to rewrite both (only when a change of outputs is meant).
+(brain, abdom, brain-vae); tests/reference/outputs.json holds the sample scores `predict` wrote with
+them then, tests/reference/maps.npz the pixel maps (float16). Both are compared to within a tolerance,
+not by digest: the VAE's outputs change in their last float bits from one CPU or library build to the
+next (1966bf8's own code gave new map digests on the CI machine, and on a later machine the VAE
+ensemble's sample score 0.26817885 against the 0.26817882 it wrote). Set MOOD_VQAD_WRITE_REFERENCE=1
+to rewrite both (only when a change of outputs is meant).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,10 +21,12 @@ import pytest
 from helpers import phantom, run_cli, save_nifti
 
 REFERENCE = Path(__file__).parent / "reference"
-DIGESTS = REFERENCE / "outputs.json"
+SCORES = REFERENCE / "outputs.json"
 MAPS = REFERENCE / "maps.npz"
 # maps lie in [0, 1); float16 keeps them to 5e-4, and float noise stays far below this
 MAP_TOLERANCE = 2e-3
+# sample files hold 8 decimals; float noise moved the last of them by 3, a change of method moves the third
+SCORE_TOLERANCE = 1e-6
 # (method, region, extra options): both families, and restoration with both masking rules
 RUNS = {
     "vqvae-restoration-brain": ("vqvae-restoration", "brain", ()),
@@ -37,14 +39,14 @@ RUNS = {
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     root = tmp_path_factory.mktemp("reference")
     cases = root / "cases"
     cases.mkdir()
     volume = phantom((32, 32, 40), seed=7)
     volume[10:16, 12:18, 14:20] = 1.0
     save_nifti(cases / "case.nii.gz", volume)
-    digests, maps = {}, {}
+    scores, maps = {}, {}
     for name, (method, region, extra) in RUNS.items():
         for task in ("sample", "pixel"):
             out = root / f"{name}-{task}"
@@ -53,20 +55,20 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], d
             result = run_cli(*args, "--method", method, "--device", "cpu", "--seed", "1", *extra)
             assert result.returncode == 0, result.stderr
             if task == "sample":
-                digests[name] = hashlib.sha256((out / "case.nii.gz.txt").read_bytes()).hexdigest()
+                scores[name] = float((out / "case.nii.gz.txt").read_text())
             else:
                 image = nib.load(str(out / "case.nii.gz"))
                 assert image.get_data_dtype() == np.float32
                 maps[name] = np.asarray(image.dataobj)
-    return digests, maps
+    return scores, maps
 
 
 def test_outputs_equal_those_written_before_the_redesign(outputs):
-    digests, maps = outputs
+    scores, maps = outputs
     if os.environ.get("MOOD_VQAD_WRITE_REFERENCE") == "1":
-        DIGESTS.write_text(json.dumps(digests, indent=2, sort_keys=True) + "\n")
+        SCORES.write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
         np.savez_compressed(MAPS, **{name: data.astype(np.float16) for name, data in maps.items()})
-    assert digests == json.loads(DIGESTS.read_text())
+    assert scores == pytest.approx(json.loads(SCORES.read_text()), rel=0, abs=SCORE_TOLERANCE)
     expected = np.load(MAPS)
     assert sorted(maps) == sorted(expected.files)
     for name, data in maps.items():
