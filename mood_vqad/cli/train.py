@@ -83,7 +83,8 @@ def _train_options() -> argparse.ArgumentParser:
         "--amp",
         choices=["auto", "bf16", "fp16", "off"],
         default=d.amp,
-        help="mixed precision; on the CPU only bf16 applies (faster where the CPU has avx512_bf16 or amx)",
+        help="mixed precision; on the CPU only bf16 applies, and auto takes it where the CPU has "
+        "avx512_bf16 or AMX (faster there, far slower without)",
     )
     common.add_argument(
         "--channels-last", action="store_true", help="channels-last convolutions (faster on CPUs)"

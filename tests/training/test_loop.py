@@ -1,5 +1,6 @@
 """The training loop's parts: split by volume, batch order per rank, prefetching, and two gloo processes."""
 
+import logging
 import os
 import socket
 import time
@@ -11,6 +12,7 @@ import torch.multiprocessing as mp
 from helpers import phantom, save_nifti, tiny_config
 
 from mood_vqad.config import BRAIN, LR_FLOOR, TrainOptions, to_dict
+from mood_vqad.training import loop
 from mood_vqad.training.cache import prepare_cache
 from mood_vqad.training.loop import BatchOrder, Cluster, amp_dtype, learning_rate, prefetched, split_by_volume
 from mood_vqad.training.tasks import train_autoencoder, train_prior
@@ -53,9 +55,23 @@ def test_prefetch_keeps_order_and_raises_loader_errors():
         list(prefetched(broken, range(5)))
 
 
-def test_cpu_mixed_precision_only_when_bf16_is_asked_for():
-    assert amp_dtype("auto", CPU) is None and amp_dtype("fp16", CPU) is None and amp_dtype("off", CPU) is None
-    assert amp_dtype("bf16", CPU) == torch.bfloat16
+@pytest.mark.parametrize("bf16_dot", [True, False])
+def test_cpu_mixed_precision_auto_only_with_bf16_dot_products(monkeypatch, caplog, bf16_dot):
+    monkeypatch.setattr(loop, "cpu_has_bf16_dot", lambda: bf16_dot)
+    assert amp_dtype("auto", CPU) == (torch.bfloat16 if bf16_dot else None)
+    assert amp_dtype("fp16", CPU) is None and amp_dtype("off", CPU) is None
+    with caplog.at_level(logging.WARNING):
+        assert amp_dtype("bf16", CPU) == torch.bfloat16
+    assert ("far slower" in caplog.text) != bf16_dot
+
+
+def test_bf16_dot_products_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert loop.cpu_has_bf16_dot(cpuinfo)
+    cpuinfo.write_text("flags\t\t: fpu sse avx avx2 fma\n")
+    assert not loop.cpu_has_bf16_dot(cpuinfo)
+    assert not loop.cpu_has_bf16_dot(tmp_path / "missing")
 
 
 def free_port() -> int:
