@@ -102,10 +102,11 @@ class ForwardSeeking(io.RawIOBase):
         target = offset if whence == io.SEEK_SET else self.position + offset
         if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < self.position:
             raise io.UnsupportedOperation("a gzip stream seeks forwards only")
-        if target > self.position and self.writable():
+        if self.writable():
             self.write(bytes(target - self.position))
-        while target > self.position and self.read(min(target - self.position, 1 << 20)):
-            pass
+        else:
+            while target > self.position and self.read(min(target - self.position, 1 << 20)):
+                pass
         return self.position
 
     def close(self) -> None:

@@ -26,7 +26,6 @@ if sys.argv[2] == "1":
     sys.modules["isal"] = None  # as if isal were not installed: importing it raises ImportError
 import numpy as np
 from mood_vqad import gzipfile
-from mood_vqad.errors import CaseError
 from mood_vqad.io import load_volume, write_pixel_map
 folder = Path(sys.argv[1])
 scores = np.load(folder / "scores.npy")

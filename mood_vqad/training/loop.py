@@ -110,10 +110,10 @@ def amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
     an explicit "bf16" takes it anyway, with a warning. fp16 is never used on the CPU.
     """
     if device.type != "cuda":
-        if name == "bf16" and not cpu_has_bf16_dot():
+        native = cpu_has_bf16_dot()
+        if name == "bf16" and not native:
             log.warning("--amp bf16 on a CPU without avx512_bf16 or AMX: emulated, far slower than fp32")
-        wanted = name == "bf16" or (name == "auto" and cpu_has_bf16_dot())
-        return torch.bfloat16 if wanted else None
+        return torch.bfloat16 if name == "bf16" or (name == "auto" and native) else None
     if name == "off":
         return None
     if name == "auto":
