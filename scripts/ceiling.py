@@ -13,8 +13,14 @@ this scores, with the challenge's AP over all voxels of all cases:
 Columns: all cases, then the cases built from each normal source (with the set's normal cases of that
 source), which tells a source the model trained on from one it did not.
 
+With `--codes WEIGHTS` (a VQ-VAE region folder) a second table is the ceiling of the prior: each
+anomalous case and its normal volume are encoded at the same scored slices (`--code-stride`), and it
+counts the codes that cover a labelled voxel, the share of them the anomaly changes at all (a code it
+leaves as it was is invisible to any prior), the codes it changes elsewhere, and the mean NLL of the
+covered codes in the case and in the normal volume.
+
     PYTHONPATH=. python scripts/ceiling.py --set SET/brain --normals TRAIN_DIR --region brain --split train \
-        [--seed 0] [--strides 16 1] [--predictions static=PRED_DIR ...]
+        [--seed 0] [--strides 16 1] [--predictions static=PRED_DIR ...] [--codes weights/brain]
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mood_vqad.config import PredictOptions  # noqa: E402
 from mood_vqad.data.toy import case_base, normal_volumes, toy_stream  # noqa: E402
 from mood_vqad.evaluation.evaluate import label_mask  # noqa: E402
 from mood_vqad.evaluation.metrics import (  # noqa: E402
@@ -38,6 +46,7 @@ from mood_vqad.evaluation.metrics import (  # noqa: E402
     float16_keys,
     ranking,
 )
+from mood_vqad.inference.detector import VQVAEDetector  # noqa: E402
 from mood_vqad.inference.floor import region_config  # noqa: E402
 from mood_vqad.inference.scores import squash  # noqa: E402
 from mood_vqad.inference.slicing import extract_slices, maps_to_volume, slice_indices  # noqa: E402
@@ -54,7 +63,7 @@ def through_pipeline(values: np.ndarray, case: np.ndarray, region, stride: int) 
 
 
 def case_maps(args: argparse.Namespace, region, normals: list[Path], name: str, case: np.ndarray, label):
-    """Every map of one case, by row name."""
+    """Every map of one case by row name, its normal source and its normal volume."""
     i = int(name.removeprefix("toy_").split(".")[0])
     stream = toy_stream(args.seed, args.region, args.split)
     base, _, _ = case_base(normals[i % len(normals)], stream, i, args.region)
@@ -66,7 +75,55 @@ def case_maps(args: argparse.Namespace, region, normals: list[Path], name: str, 
     for prediction in args.predictions:
         row, folder = prediction.split("=", 1)
         maps[row] = load_volume(Path(folder) / name)[0]
-    return maps, normals[i % len(normals)].name.split(".")[0]
+    return maps, normals[i % len(normals)].name.split(".")[0], base
+
+
+CODE_ROWS = (
+    "codes covering the anomaly",
+    "share of them the anomaly changes",
+    "codes it changes elsewhere",
+    "mean NLL of covered codes, case",
+    "mean NLL of covered codes, normal volume",
+)
+
+
+def code_counts(
+    detector: VQVAEDetector, case: np.ndarray, base: np.ndarray, label: np.ndarray, stride: int
+) -> np.ndarray:
+    """Covered codes, covered codes changed, other codes changed, NLL sums of the covered codes in the case
+    and in the normal volume: the slices both score, the normal volume encoded at the case's slices."""
+    settings = detector.settings_from(PredictOptions(slice_stride=stride))
+    encoded = [detector.encode(volume, settings) for volume in (case, base)]
+    common = np.intersect1d(*(e.indices for e in encoded))  # an anomaly can add or take foreground slices
+    kept = [np.isin(e.indices, common) for e in encoded]
+    codes = [e.codes[k] for e, k in zip(encoded, kept, strict=True)]  # (S, h, w) each
+    nll = [detector.code_nll(e, settings)[k] for e, k in zip(encoded, kept, strict=True)]
+    covered = detector.covered_codes(label, common)
+    changed = codes[0] != codes[1]
+    return np.array(
+        [
+            covered.sum(),
+            (changed & covered).sum(),
+            (changed & ~covered).sum(),
+            nll[0][covered].sum(),
+            nll[1][covered].sum(),
+        ],
+        dtype=np.float64,
+    )
+
+
+def print_code_table(totals: dict[str, np.ndarray], args: argparse.Namespace) -> None:
+    """The prior's ceiling per column: counts and shares from the summed code_counts."""
+    print(f"\nthe prior's ceiling, {args.codes}, every {args.code_stride}th slice; columns: anomalous cases")
+    print("| codes | " + " | ".join(totals) + " |")
+    print("|---|" + "---|" * len(totals))
+    shown = {}
+    for column, (covered, changed, elsewhere, nll_case, nll_normal) in totals.items():
+        per_code = [f"{x / covered:.2f}" if covered else "-" for x in (changed, nll_case, nll_normal)]
+        shown[column] = [f"{covered:.0f}", per_code[0], f"{elsewhere:.0f}", *per_code[1:]]
+    for k, row in enumerate(CODE_ROWS):
+        cells = [values[k] for values in shown.values()]
+        print(f"| {row} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -82,15 +139,23 @@ def main() -> None:
     parser.add_argument("--strides", type=int, nargs="+", default=[16, 1])
     parser.add_argument("--weights", type=Path, default=REPO / "weights", help="region settings from here")
     parser.add_argument("--predictions", nargs="*", default=[], help="NAME=DIR of predicted maps")
+    parser.add_argument("--codes", type=Path, help="a VQ-VAE region folder: the prior's ceiling table")
+    parser.add_argument("--code-stride", type=int, default=16, help="slice stride of the code table")
     args = parser.parse_args()
 
     region = region_config(args.weights / args.region, args.region)
     normals = normal_volumes(args.normals)
     counts: dict[tuple[str, str], np.ndarray] = defaultdict(int)  # (row, column) -> (2, keys)
+    detector = VQVAEDetector.load(args.codes, torch.device("cpu")) if args.codes else None
+    code_totals: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(CODE_ROWS)))
     for path in list_cases(args.set / "toy"):
         case, _ = load_volume(path)
         label = label_mask(load_volume(args.set / "toy_label" / "pixel" / path.name)[0])
-        maps, source = case_maps(args, region, normals, path.name, case, label)
+        maps, source, base = case_maps(args, region, normals, path.name, case, label)
+        if detector is not None and label.any():
+            found = code_counts(detector, case, base, label, args.code_stride)
+            code_totals["all"] += found
+            code_totals[source] += found
         for row, values in maps.items():
             found = count_keys(float16_keys(squash(values, SCALE)), label)
             counts[row, "all"] = counts[row, "all"] + found
@@ -109,6 +174,10 @@ def main() -> None:
             ap = average_precision(ranking(FLOAT16_KEY_VALUES, positives, negatives))
             cells.append("-" if ap is None else f"{ap:.4f}")
         print(f"| {row} | " + " | ".join(cells) + " |")
+    if detector is not None:
+        print_code_table(
+            {c: code_totals[c] for c in sorted(code_totals, key=lambda c: (c != "all", c))}, args
+        )
 
 
 if __name__ == "__main__":

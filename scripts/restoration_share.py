@@ -3,6 +3,8 @@
 On held-out normals this is what calibration aims at (10 % at its default 90th percentile); on toy and
 lesion sets it also reports the share among codes that cover a labelled anomaly and among the others. A
 threshold that leaves most anomalous codes unrestored has switched restoration off where it matters.
+For labelled sets a second table ranks the codes by their NLL (AP and AUROC of anomalous against other
+codes, any threshold): whether the prior sees the anomalies at all, before restoration and decoding.
 
     PYTHONPATH=. python scripts/restoration_share.py --region brain [--weights weights] [--slice-stride 16]
         --folders normals=DIR toy=SET/brain ...
@@ -19,26 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mood_vqad.config import PredictOptions  # noqa: E402
+from mood_vqad.evaluation.metrics import count_values, ranking, summarize  # noqa: E402
 from mood_vqad.inference.detector import VQVAEDetector as Detector  # noqa: E402
-from mood_vqad.inference.slicing import extract_slices  # noqa: E402
 from mood_vqad.io import list_cases, load_volume  # noqa: E402
 from mood_vqad.training.restore_rule import uniform_nll  # noqa: E402
 
 
-def code_labels(label: np.ndarray, detector: Detector, indices: np.ndarray) -> torch.Tensor:
-    """Which codes of the scored slices cover a labelled voxel: (S, h, w) bool."""
-    slices = extract_slices(label.astype(np.float32), detector.region, indices)  # (S, 1, size, size)
-    return F.adaptive_max_pool2d(slices, detector.config.prior.grid)[:, 0] > 0
-
-
-def shares(detector: Detector, folder: Path, stride: int, thresholds: list[float]) -> dict[str, list]:
-    """Pooled NLL of all, anomalous and normal codes of a folder's volumes, as shares above each threshold."""
+def pooled_nll(detector: Detector, folder: Path, stride: int) -> dict[str, torch.Tensor]:
+    """NLL of all, anomalous and other codes of a folder's volumes, pooled over its cases (1-D each)."""
     settings = detector.settings_from(PredictOptions(slice_stride=stride))
     toy = folder / "toy" if (folder / "toy").is_dir() else folder
     pooled: dict[str, list[torch.Tensor]] = {"all": [], "anomalous": [], "other": []}
@@ -49,16 +44,17 @@ def shares(detector: Detector, folder: Path, stride: int, thresholds: list[float
         pooled["all"].append(nll.flatten())
         label_file = folder / "toy_label" / "pixel" / case.name
         if label_file.is_file():
-            covered = code_labels(load_volume(label_file)[0], detector, encoded.indices)
+            covered = detector.covered_codes(load_volume(label_file)[0], encoded.indices)
             pooled["anomalous"].append(nll[covered])
             pooled["other"].append(nll[~covered])
-    out = {}
-    for kind, parts in pooled.items():
-        values = torch.cat(parts) if parts else torch.zeros(0)
-        out[kind] = [len(values)] + [
-            float((values > t).float().mean()) if len(values) else None for t in thresholds
-        ]
-    return out
+    return {kind: torch.cat(parts) if parts else torch.zeros(0) for kind, parts in pooled.items()}
+
+
+def code_ranking(nll: dict[str, torch.Tensor]) -> dict[str, float | int | None]:
+    """AP, AUROC and counts of anomalous against other codes ranked by NLL (as the evaluation's metrics)."""
+    scores = torch.cat([nll["anomalous"], nll["other"]]).numpy()
+    labels = np.arange(len(scores)) < len(nll["anomalous"])
+    return summarize(ranking(*count_values(scores, labels)))
 
 
 def main() -> None:
@@ -79,14 +75,23 @@ def main() -> None:
     )
     print("| region | set | codes | kind | share > weights' threshold | share > ln K |")
     print("|---|---|---|---|---|---|")
+    ranked = {}
     for spec in args.folders:
         name, folder = spec.split("=", 1)
-        for kind, (count, above, above_cap) in shares(detector, Path(folder), stride, [shipped, cap]).items():
-            if count:
-                print(
-                    f"| {args.region} | {name} | {count} | {kind} | {above:.3f} | {above_cap:.3f} |",
-                    flush=True,
-                )
+        nll = pooled_nll(detector, Path(folder), stride)
+        for kind, values in nll.items():
+            if len(values):
+                above, above_cap = (float((values > t).float().mean()) for t in (shipped, cap))
+                print(f"| {args.region} | {name} | {len(values)} | {kind} | {above:.3f} | {above_cap:.3f} |")
+        if len(nll["anomalous"]) and len(nll["other"]):
+            ranked[name] = code_ranking(nll)
+    if ranked:
+        print("\nanomalous against other codes, ranked by NLL")
+        print("| region | set | anomalous codes | other codes | AP | AUROC |")
+        print("|---|---|---|---|---|---|")
+        for name, m in ranked.items():
+            counts = f"{m['positives']} | {m['negatives']}"
+            print(f"| {args.region} | {name} | {counts} | {m['ap']:.4f} | {m['auroc']:.3f} |")
 
 
 if __name__ == "__main__":

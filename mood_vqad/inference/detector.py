@@ -7,13 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mood_vqad.config import VQVAE_METHODS, ModelConfig, PredictOptions
 from mood_vqad.inference.plausibility import gross_outlier, rank_sample_score
 from mood_vqad.inference.protocol import settings_of
 from mood_vqad.inference.restore import RestoreRule, batched_nll, restore, restore_naive
 from mood_vqad.inference.scores import map_sample_score, residual_map, sample_score, squash, squash_in_place
-from mood_vqad.inference.slicing import ScoredSlices, maps_to_volume, scored_slices, zero_background
+from mood_vqad.inference.slicing import (
+    ScoredSlices,
+    extract_slices,
+    maps_to_volume,
+    scored_slices,
+    zero_background,
+)
 from mood_vqad.inference.timing import StageTimer
 from mood_vqad.inference.weights import PRIOR_FILE, VQVAE_FILE, Modules, load_weights
 from mood_vqad.nets.pixelsnail import PixelSNAIL
@@ -92,6 +99,11 @@ class VQVAEDetector:
             codes = [self.vqvae.encode(slices[s : s + b], position[s : s + b]) for s in chunks]
             empty = torch.zeros(0, *self.config.prior.grid, dtype=torch.long, device=self.device)
             return Encoded(scored.indices, position, slices, torch.cat(codes) if codes else empty)
+
+    def covered_codes(self, label: np.ndarray, indices: np.ndarray) -> torch.Tensor:
+        """Which codes of the slices at indices cover a voxel of label (volume-shaped): (S, h, w) bool."""
+        cells = extract_slices(label.astype(np.float32), self.region, indices)  # (S, 1, size, size)
+        return F.adaptive_max_pool2d(cells, self.config.prior.grid)[:, 0] > 0
 
     def code_nll(self, encoded: Encoded, settings: Settings) -> torch.Tensor:
         """Teacher-forced per-code NLL of the encoded slices: (S, h, w); S = 0 without foreground."""
