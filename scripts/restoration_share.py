@@ -82,7 +82,10 @@ def main() -> None:
         for kind, values in nll.items():
             if len(values):
                 above, above_cap = (float((values > t).float().mean()) for t in (shipped, cap))
-                print(f"| {args.region} | {name} | {len(values)} | {kind} | {above:.3f} | {above_cap:.3f} |")
+                print(
+                    f"| {args.region} | {name} | {len(values)} | {kind} | {above:.3f} | {above_cap:.3f} |",
+                    flush=True,
+                )
         if len(nll["anomalous"]) and len(nll["other"]):
             ranked[name] = code_ranking(nll)
     if ranked:
