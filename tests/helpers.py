@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from mood_vqad.config import ModelConfig, PriorConfig, RegionConfig, VAEConfig, VAEModelConfig, VQVAEConfig
+from mood_vqad.data.toy import build_toy
 from mood_vqad.inference.weights import Modules, build_modules
+from mood_vqad.io import save_volume
 
 TINY_VQVAE = VQVAEConfig(channels=(4, 8, 16), res_blocks=1, num_codes=16, code_dim=8)
 TINY_PRIOR = PriorConfig(num_codes=16, grid=(8, 8), channels=16, blocks=2, res_blocks=1, attention_dim=8)
@@ -48,6 +50,17 @@ def phantom(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     inside = sum(g**2 / r**2 for g, r in zip(grids, (0.8, 0.7, 0.75), strict=True)) < 1
     texture = 0.5 + 0.3 * np.sin(3 * grids[0]) * np.cos(2 * grids[1]) + 0.05 * rng.standard_normal(shape)
     return np.clip(texture, 0.1, 1.0).astype(np.float32) * inside
+
+
+def phantom_toy_set(root: Path, side: int, spacing: float = 1.0) -> tuple[Path, Path]:
+    """Two phantom normals in root/normal and a 6-case brain toy set built from them (seed 3) in root/set."""
+    normals = root / "normal"
+    normals.mkdir()
+    for seed in (1, 2):
+        volume = phantom((side, side, side), seed=seed)
+        save_volume(normals / f"subject{seed}.nii.gz", volume, np.diag([spacing] * 3 + [1.0]))
+    build_toy(normals, root / "set", cases=6, normal_fraction=0.34, seed=3, region="brain", progress=False)
+    return normals, root / "set"
 
 
 def save_nifti(path: Path, data: np.ndarray) -> Path:

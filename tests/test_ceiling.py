@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from helpers import phantom
+from helpers import phantom_toy_set
 
 from mood_vqad.config import PredictOptions
-from mood_vqad.data.toy import build_toy, case_base, toy_stream
+from mood_vqad.data.toy import case_base, toy_stream
 from mood_vqad.inference.detector import VQVAEDetector
 from mood_vqad.io import list_cases, load_volume, save_volume
 
@@ -25,14 +25,7 @@ def table(output: str) -> dict[str, list[str]]:
 
 
 def test_a_perfect_residual_scores_one_and_the_stride_costs_ap(tmp_path):
-    normals = tmp_path / "normal"
-    normals.mkdir()
-    for seed in (1, 2):
-        save_volume(
-            normals / f"subject{seed}.nii.gz", phantom((40, 40, 40), seed=seed), np.diag([2.0] * 3 + [1])
-        )
-    toy = tmp_path / "set"
-    build_toy(normals, toy, cases=6, normal_fraction=0.34, seed=3, region="brain", progress=False)
+    normals, toy = phantom_toy_set(tmp_path, 40, spacing=2.0)
     labels = tmp_path / "labels-as-maps"  # a prediction that is the label itself
     labels.mkdir()
     for path in (toy / "toy_label" / "pixel").iterdir():
@@ -49,12 +42,7 @@ def test_a_perfect_residual_scores_one_and_the_stride_costs_ap(tmp_path):
 
 
 def test_the_code_table_encodes_each_case_beside_its_rebuilt_normal_volume(tmp_path, weights_dir):
-    normals = tmp_path / "normal"
-    normals.mkdir()
-    for seed in (1, 2):
-        save_volume(normals / f"subject{seed}.nii.gz", phantom((32, 32, 32), seed=seed), np.eye(4))
-    toy = tmp_path / "set"
-    build_toy(normals, toy, cases=6, normal_fraction=0.34, seed=3, region="brain", progress=False)
+    normals, toy = phantom_toy_set(tmp_path, 32)
     command = [sys.executable, REPO / "scripts" / "ceiling.py", "--set", toy, "--normals", normals]
     command += ["--region", "brain", "--seed", "3", "--strides", "4", "--weights", tmp_path / "none"]
     command += ["--codes", weights_dir / "brain", "--code-stride", "2"]

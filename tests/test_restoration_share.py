@@ -8,25 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from helpers import phantom
+from helpers import phantom_toy_set
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mood_vqad.config import PredictOptions
-from mood_vqad.data.toy import build_toy
 from mood_vqad.inference.detector import VQVAEDetector
 from mood_vqad.inference.slicing import extract_slices
-from mood_vqad.io import list_cases, load_volume, save_volume
+from mood_vqad.io import list_cases, load_volume
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_code_ranking_matches_sklearn_on_the_nll_of_covered_codes(tmp_path, weights_dir):
-    normals = tmp_path / "normal"
-    normals.mkdir()
-    for seed in (1, 2):
-        save_volume(normals / f"subject{seed}.nii.gz", phantom((32, 32, 32), seed=seed), np.eye(4))
-    toy = tmp_path / "set"
-    build_toy(normals, toy, cases=6, normal_fraction=0.34, seed=3, region="brain", progress=False)
+    normals, toy = phantom_toy_set(tmp_path, 32)
     command = [sys.executable, REPO / "scripts" / "restoration_share.py", "--region", "brain"]
     command += [
         "--weights",
