@@ -115,10 +115,12 @@ def code_counts(
 def print_code_table(totals: dict[str, np.ndarray], args: argparse.Namespace) -> None:
     """The prior's ceiling per column: counts and shares from the summed code_counts."""
     print(f"\nthe prior's ceiling, {args.codes}, every {args.code_stride}th slice; columns: anomalous cases")
-    print("| codes | " + " | ".join(totals) + " |")
-    print("|---|" + "---|" * len(totals))
+    columns = sorted(totals, key=lambda c: (c != "all", c))
+    print("| codes | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
     shown = {}
-    for column, (covered, changed, elsewhere, nll_case, nll_normal) in totals.items():
+    for column in columns:
+        covered, changed, elsewhere, nll_case, nll_normal = totals[column]
         per_code = [f"{x / covered:.2f}" if covered else "-" for x in (changed, nll_case, nll_normal)]
         shown[column] = [f"{covered:.0f}", per_code[0], f"{elsewhere:.0f}", *per_code[1:]]
     for k, row in enumerate(CODE_ROWS):
@@ -153,9 +155,9 @@ def main() -> None:
         label = label_mask(load_volume(args.set / "toy_label" / "pixel" / path.name)[0])
         maps, source, base = case_maps(args, region, normals, path.name, case, label)
         if detector is not None and label.any():
-            found = code_counts(detector, case, base, label, args.code_stride)
-            code_totals["all"] += found
-            code_totals[source] += found
+            code_found = code_counts(detector, case, base, label, args.code_stride)
+            code_totals["all"] += code_found
+            code_totals[source] += code_found
         for row, values in maps.items():
             found = count_keys(float16_keys(squash(values, SCALE)), label)
             counts[row, "all"] = counts[row, "all"] + found
@@ -175,9 +177,7 @@ def main() -> None:
             cells.append("-" if ap is None else f"{ap:.4f}")
         print(f"| {row} | " + " | ".join(cells) + " |")
     if detector is not None:
-        print_code_table(
-            {c: code_totals[c] for c in sorted(code_totals, key=lambda c: (c != "all", c))}, args
-        )
+        print_code_table(code_totals, args)
 
 
 if __name__ == "__main__":
