@@ -128,6 +128,8 @@ class TrainOptions:
     checkpoint_every: int = 1000
     log_every: int = 50
     restart_every: int = 100  # VQ-VAE: steps between dead-code restarts (0: never)
+    # VQ-VAE: no restarts after this step (0: restart to the end), so the decoder settles on a fixed codebook
+    restart_until: int = 0
     dead_usage: float = 0.01  # VQ-VAE: EMA assignments per step below which a code counts as dead
     # GPU: auto (bf16 where supported, else fp16), bf16, fp16 or off. CPU: fp32 unless bf16 is asked for.
     amp: str = "auto"

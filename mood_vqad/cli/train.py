@@ -111,6 +111,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="steps between dead-code restarts (0: never)",
     )
     v.add_argument(
+        "--restart-until",
+        type=non_negative_int,
+        default=d.restart_until,
+        help="last step with dead-code restarts (0: to the end); later steps fit the decoder to fixed codes",
+    )
+    v.add_argument(
         "--dead-usage",
         type=non_negative_float,
         default=d.dead_usage,

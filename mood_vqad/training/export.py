@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mood_vqad import __version__
 from mood_vqad.config import ModelConfig, TrainOptions, VAEModelConfig
 from mood_vqad.inference.weights import save_weights
@@ -21,11 +23,13 @@ from mood_vqad.training.runs import (
     final_losses,
     load_checkpoint,
     load_run,
+    read_log,
 )
 
 log = logging.getLogger(__name__)
 
 CARD_FILE = "MODEL_CARD.md"
+CURVE_ROWS = 12  # validations shown in the card's reconstruction curve
 
 
 def _losses(final: dict[str, dict[str, Any]]) -> str:
@@ -47,7 +51,7 @@ def _retrain_commands(
         # the options that change the weights: always the main ones, the others where the run changed them
         keys = ["batch_size", "lr", "seed", "val_fraction"] + [
             k
-            for k in ("lr_schedule", "dead_usage", "restart_every", "amp", "channels_last")
+            for k in ("lr_schedule", "dead_usage", "restart_every", "restart_until", "amp", "channels_last")
             if k in options and options[k] != getattr(defaults, k)
         ]
         words = [
@@ -81,6 +85,31 @@ def _augmentation(vqvae_run: Path) -> str:
     return ", ".join(f"{k} {v}" for k, v in augment.items()) or "none"
 
 
+def _reconstruction_curve(vqvae_run: Path) -> list[str]:
+    """The VQ-VAE's L1 per validation step as a Markdown table, at most CURVE_ROWS rows, the last included."""
+    if not (vqvae_run / RUN_FILE).is_file():
+        return [f"Not recorded (`{vqvae_run}` is gone)."]
+    entries = read_log(vqvae_run)
+    val = [e for e in entries if e["split"] == "val"]
+    if not val:
+        return ["Not recorded (the run logged no validation)."]
+    train = {e["step"]: e["rec_loss"] for e in entries if e["split"] == "train"}
+    shown = sorted({round(i) for i in np.linspace(0, len(val) - 1, min(CURVE_ROWS, len(val)))})
+    rows = [
+        f"| {val[i]['step']} | {train[val[i]['step']]:.4f} | {val[i]['rec_loss']:.4f} |"
+        if val[i]["step"] in train
+        else f"| {val[i]['step']} | | {val[i]['rec_loss']:.4f} |"
+        for i in shown
+    ]
+    return [
+        "L1 in z-score units: training slices augmented (the batch of that step), validation volumes not.",
+        "",
+        "| step | train L1 | validation L1 |",
+        "|---|---|---|",
+        *rows,
+    ]
+
+
 def _vqvae_card(run_dir: Path, config: ModelConfig) -> list[str]:
     """The VQ-VAE card's body: data, training, calibration and the commands that rebuild it."""
     run = read_json(Path(run_dir) / RUN_FILE)
@@ -109,6 +138,10 @@ def _vqvae_card(run_dir: Path, config: ModelConfig) -> list[str]:
         f"- VQ-VAE augmentation:"
         f" {_augmentation(Path(vqvae_info['path']))}. Augmentation transforms the same volumes:"
         " it adds no new subjects.",
+        "",
+        "### VQ-VAE reconstruction curve",
+        "",
+        *_reconstruction_curve(Path(vqvae_info["path"])),
         "",
         "## Calibration",
         "",

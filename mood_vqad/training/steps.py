@@ -45,6 +45,7 @@ class VQVAETask:
         check_grid(config, self.model)
         self.cache, self.augmentation = cache, augmentation
         self.restart_every, self.dead_usage = options.restart_every, options.dead_usage
+        self.restart_until = options.restart_until
         self.restarted = 0  # since the last logged step
 
     def load(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
@@ -62,8 +63,9 @@ class VQVAETask:
         return model(*inputs)
 
     def after_step(self, done: int, out: dict[str, torch.Tensor]) -> None:
-        """Every restart_every steps, move dead codes onto latents of this batch (all processes at once)."""
-        if self.restart_every and done % self.restart_every == 0:
+        """Every restart_every steps up to restart_until, move dead codes onto this batch's latents."""
+        restarting = not self.restart_until or done <= self.restart_until
+        if self.restart_every and done % self.restart_every == 0 and restarting:
             self.restarted += self.model.quantizer.restart_dead_codes(
                 out["latents"].detach(), self.dead_usage
             )

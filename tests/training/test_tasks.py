@@ -19,9 +19,10 @@ from mood_vqad.training.tasks import train_autoencoder, train_prior
 
 SHAPE = (32, 32, 32)
 STEPS = 4
-# The flags of every training run here; --dead-usage above the initial EMA usage makes restarts happen.
+# The flags of every training run here; --dead-usage above the initial EMA usage makes restarts happen,
+# and --restart-until stops them after the first logged step.
 FLAGS = {"batch_size": 8, "val_fraction": 0.25, "val_every": 2, "log_every": 2, "checkpoint_every": 2}
-VQVAE_FLAGS = {"restart_every": 2, "dead_usage": 1.5}
+VQVAE_FLAGS = {"restart_every": 2, "dead_usage": 1.5, "restart_until": 2}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,9 @@ def test_runs_log_both_splits_draw_curves_and_save_plain_checkpoints(pipeline, m
     assert all(np.isfinite(e["loss"]) for e in entries)
     if model == "vqvae":
         assert {"perplexity", "dead_codes", "restarted"} <= set(entries[0])
-        assert sum(e["restarted"] for e in entries if e["split"] == "train") > 0
+        first, last = [e for e in entries if e["split"] == "train"]
+        # dead codes remain at the last step, but restarts ended at step 2
+        assert first["restarted"] > 0 and last["restarted"] == 0 and last["dead_codes"] > 0
     assert (run / "curves.png").stat().st_size > 0
     val_volumes = json.loads((run / "run.json").read_text())["data"]["val_volumes"]
     assert len(val_volumes) == 1
@@ -113,6 +116,9 @@ def test_export_writes_the_predictors_folder_and_a_model_card(pipeline):
     assert f"mood-vqad calibrate PRIOR_RUN HOLDOUT_DIR --restore-rule {rule}" in card
     assert "--lr-schedule" not in card  # options left at their defaults are not repeated
     assert "adds no new subjects" in card and "elastic_prob" in card
+    # the VQ-VAE's reconstruction curve: one row per validation (steps 2 and 4), train and held-out L1
+    curve = [line for line in card.splitlines() if line.startswith(("| 2 |", f"| {STEPS} |"))]
+    assert len(curve) == 2 and all(len(line.split("|")) == 5 for line in curve)
     assert card.rstrip().endswith("## Notes\n\nPhantoms, not anatomy.")
 
 
