@@ -95,14 +95,13 @@ def _reconstruction_curve(vqvae_run: Path) -> list[str]:
         return ["Not recorded (the run logged no validation)."]
     train = {e["step"]: e["rec_loss"] for e in entries if e["split"] == "train"}
     shown = sorted({round(i) for i in np.linspace(0, len(val) - 1, min(CURVE_ROWS, len(val)))})
-    rows = [
-        f"| {val[i]['step']} | {train[val[i]['step']]:.4f} | {val[i]['rec_loss']:.4f} |"
-        if val[i]["step"] in train
-        else f"| {val[i]['step']} | | {val[i]['rec_loss']:.4f} |"
-        for i in shown
-    ]
+    rows = []
+    for entry in (val[i] for i in shown):
+        train_l1 = f"{train[entry['step']]:.4f}" if entry["step"] in train else ""
+        rows.append(f"| {entry['step']} | {train_l1} | {entry['rec_loss']:.4f} |")
     return [
-        "L1 in z-score units: training slices augmented (the batch of that step), validation volumes not.",
+        "L1 in z-score units: training, the mean over the augmented batches since the previous log entry;"
+        " validation, the held-out volumes un-augmented.",
         "",
         "| step | train L1 | validation L1 |",
         "|---|---|---|",
