@@ -34,8 +34,11 @@ def run_prepare(args: argparse.Namespace) -> int:
     """Preprocess a folder of normal volumes once into a slice cache for training."""
     from mood_vqad.config import model_defaults, with_overrides
     from mood_vqad.training.cache import default_workers, prepare_cache
+    from mood_vqad.training.tasks import split_overrides
 
-    region = with_overrides(model_defaults(args.region), read_overrides(args.config)).region
+    # the same --config file as `train`: its "augment" section is a training setting, not the cache's
+    model_values, _ = split_overrides(read_overrides(args.config))
+    region = with_overrides(model_defaults(args.region), model_values).region
     workers = args.workers or default_workers()
     prepare_cache(args.data_dir, args.cache_dir, region, workers, progress=not args.no_progress)
     return 0

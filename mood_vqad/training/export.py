@@ -16,6 +16,7 @@ from mood_vqad.config import ModelConfig, TrainOptions, VAEModelConfig
 from mood_vqad.inference.weights import save_weights
 from mood_vqad.io import read_json
 from mood_vqad.predict import family_dir
+from mood_vqad.training.augment import AugmentConfig
 from mood_vqad.training.runs import (
     CALIBRATION_FILE,
     CHECKPOINT_FILE,
@@ -83,6 +84,20 @@ def _augmentation(vqvae_run: Path) -> str:
         return f"not recorded ({path} is gone)"
     augment = read_json(path).get("augment", {})
     return ", ".join(f"{k} {v}" for k, v in augment.items()) or "none"
+
+
+def _config_line(vqvae_run: Path) -> str:
+    """What CONFIG.json holds: the folder's config.json plus the "augment" keys the runs changed."""
+    line = "CONFIG.json: this folder's config.json (model sizes and region settings)"
+    path = vqvae_run / RUN_FILE
+    if not path.is_file():
+        return f"{line}; the runs' augmentation is not recorded ({path} is gone)."
+    defaults = json.loads(json.dumps(dataclasses.asdict(AugmentConfig())))  # tuples as JSON's lists
+    changed = {k: v for k, v in read_json(path).get("augment", {}).items() if defaults.get(k) != v}
+    if not changed:
+        return f"{line}."
+    # weights configs hold no training settings, so the augmentation the runs used travels in the card
+    return f'{line} plus the runs\' augmentation: `"augment": {json.dumps(changed)}`.'
 
 
 def _reconstruction_curve(vqvae_run: Path) -> list[str]:
@@ -159,7 +174,7 @@ def _vqvae_card(run_dir: Path, config: ModelConfig) -> list[str]:
         "",
         "## Retraining",
         "",
-        "CONFIG.json: this folder's config.json (model sizes and region settings).",
+        _config_line(Path(run["vqvae_run"]["path"])),
         "",
         "```",
         _retrain_commands(run, config, prior_step, calibration),

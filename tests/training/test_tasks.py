@@ -3,6 +3,7 @@
 Also: resuming gives bit-identical models and optimizer states to an uninterrupted run.
 """
 
+import dataclasses
 import json
 
 import nibabel as nib
@@ -14,14 +15,24 @@ from helpers import cli_flags, phantom, run_cli, save_nifti, tiny_config
 from mood_vqad.cli import main
 from mood_vqad.config import BRAIN, LR_FLOOR, TrainOptions, load_config, to_dict
 from mood_vqad.inference.weights import load_weights
+from mood_vqad.training.augment import AugmentConfig
+from mood_vqad.training.export import _config_line
 from mood_vqad.training.loop import learning_rate
 from mood_vqad.training.tasks import train_autoencoder, train_prior
 
 SHAPE = (32, 32, 32)
 STEPS = 4
 # The flags of every training run here; --dead-usage above the initial EMA usage makes restarts happen,
-# and --restart-until stops them after the first logged step.
-FLAGS = {"batch_size": 8, "val_fraction": 0.25, "val_every": 2, "log_every": 2, "checkpoint_every": 2}
+# and --restart-until stops them after the first logged step. fp32 everywhere (--amp auto would take
+# bf16 on a CPU with bf16 dot products), so the bf16 test below has an fp32 reference on any machine.
+FLAGS = {
+    "amp": "off",
+    "batch_size": 8,
+    "val_fraction": 0.25,
+    "val_every": 2,
+    "log_every": 2,
+    "checkpoint_every": 2,
+}
 VQVAE_FLAGS = {"restart_every": 2, "dead_usage": 1.5, "restart_until": 2}
 
 
@@ -116,10 +127,25 @@ def test_export_writes_the_predictors_folder_and_a_model_card(pipeline):
     assert f"mood-vqad calibrate PRIOR_RUN HOLDOUT_DIR --restore-rule {rule}" in card
     assert "--lr-schedule" not in card  # options left at their defaults are not repeated
     assert "adds no new subjects" in card and "elastic_prob" in card
+    assert card.count("CONFIG.json: this folder's config.json (model sizes and region settings).") == 1
     # the VQ-VAE's reconstruction curve: one row per validation (steps 2 and 4), train and held-out L1
     curve = [line for line in card.splitlines() if line.startswith(("| 2 |", f"| {STEPS} |"))]
     assert len(curve) == 2 and all(len(line.split("|")) == 5 for line in curve)
     assert card.rstrip().endswith("## Notes\n\nPhantoms, not anatomy.")
+
+
+def test_model_card_carries_the_augmentation_the_runs_changed(pipeline, tmp_path):
+    """Weights configs hold no "augment" section, so the card's CONFIG.json line adds the changed keys,
+    and `prepare` takes that same file."""
+    defaults = json.loads(json.dumps(dataclasses.asdict(AugmentConfig())))
+    (tmp_path / "run.json").write_text(json.dumps({"augment": {**defaults, "rotation": 7.0}}))
+    assert _config_line(tmp_path).endswith('plus the runs\' augmentation: `"augment": {"rotation": 7.0}`.')
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**pipeline["config"], "augment": {"rotation": 7.0}}))
+    done = run_cli(
+        "prepare", pipeline["root"] / "holdout", tmp_path / "cache", "--region", "brain", "--config", config
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_predict_with_exported_weights(pipeline):
