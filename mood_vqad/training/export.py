@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mood_vqad import __version__
-from mood_vqad.config import ModelConfig, TrainOptions, VAEModelConfig
+from mood_vqad.config import ModelConfig, TrainOptions, VAEModelConfig, dataclass_from_json
 from mood_vqad.inference.weights import save_weights
 from mood_vqad.io import read_json
 from mood_vqad.predict import family_dir
@@ -77,23 +77,26 @@ def _retrain_commands(
     )
 
 
-def _augmentation(vqvae_run: Path) -> str:
-    """The VQ-VAE run's augmentation settings, one line (or why they are unknown)."""
+def _recorded_augmentation(vqvae_run: Path) -> dict[str, Any] | None:
+    """The VQ-VAE run's "augment" settings as its run.json holds them; None where the run is gone."""
     path = vqvae_run / RUN_FILE
-    if not path.is_file():
-        return f"not recorded ({path} is gone)"
-    augment = read_json(path).get("augment", {})
+    return read_json(path).get("augment", {}) if path.is_file() else None
+
+
+def _augmentation(augment: dict[str, Any] | None, vqvae_run: Path) -> str:
+    """The VQ-VAE run's augmentation settings, one line (or why they are unknown)."""
+    if augment is None:
+        return f"not recorded ({vqvae_run / RUN_FILE} is gone)"
     return ", ".join(f"{k} {v}" for k, v in augment.items()) or "none"
 
 
-def _config_line(vqvae_run: Path) -> str:
+def _config_line(augment: dict[str, Any] | None, vqvae_run: Path) -> str:
     """What CONFIG.json holds: the folder's config.json plus the "augment" keys the runs changed."""
     line = "CONFIG.json: this folder's config.json (model sizes and region settings)"
-    path = vqvae_run / RUN_FILE
-    if not path.is_file():
-        return f"{line}; the runs' augmentation is not recorded ({path} is gone)."
-    defaults = json.loads(json.dumps(dataclasses.asdict(AugmentConfig())))  # tuples as JSON's lists
-    changed = {k: v for k, v in read_json(path).get("augment", {}).items() if defaults.get(k) != v}
+    if augment is None:
+        return f"{line}; the runs' augmentation is not recorded ({vqvae_run / RUN_FILE} is gone)."
+    recorded, defaults = dataclass_from_json(AugmentConfig, augment), AugmentConfig()
+    changed = {k: v for k, v in augment.items() if getattr(recorded, k) != getattr(defaults, k)}
     if not changed:
         return f"{line}."
     # weights configs hold no training settings, so the augmentation the runs used travels in the card
@@ -128,6 +131,8 @@ def _vqvae_card(run_dir: Path, config: ModelConfig) -> list[str]:
     """The VQ-VAE card's body: data, training, calibration and the commands that rebuild it."""
     run = read_json(Path(run_dir) / RUN_FILE)
     data, vqvae_info = run["data"], run["vqvae_run"]
+    vqvae_run = Path(vqvae_info["path"])
+    augment = _recorded_augmentation(vqvae_run)
     prior_step = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE)["step"]
     calibration_path = Path(run_dir) / CALIBRATION_FILE
     calibration = read_json(calibration_path) if calibration_path.is_file() else None
@@ -150,12 +155,12 @@ def _vqvae_card(run_dir: Path, config: ModelConfig) -> list[str]:
         f"- Prior: {prior_step} steps; {_losses(final_losses(run_dir))};"
         f" {'codes of augmented slices' if run.get('augment') else 'codes of the un-augmented slices'}",
         f"- VQ-VAE augmentation:"
-        f" {_augmentation(Path(vqvae_info['path']))}. Augmentation transforms the same volumes:"
+        f" {_augmentation(augment, vqvae_run)}. Augmentation transforms the same volumes:"
         " it adds no new subjects.",
         "",
         "### VQ-VAE reconstruction curve",
         "",
-        *_reconstruction_curve(Path(vqvae_info["path"])),
+        *_reconstruction_curve(vqvae_run),
         "",
         "## Calibration",
         "",
@@ -174,7 +179,7 @@ def _vqvae_card(run_dir: Path, config: ModelConfig) -> list[str]:
         "",
         "## Retraining",
         "",
-        _config_line(Path(run["vqvae_run"]["path"])),
+        _config_line(augment, vqvae_run),
         "",
         "```",
         _retrain_commands(run, config, prior_step, calibration),

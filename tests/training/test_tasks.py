@@ -137,9 +137,11 @@ def test_export_writes_the_predictors_folder_and_a_model_card(pipeline):
 def test_model_card_carries_the_augmentation_the_runs_changed(pipeline, tmp_path):
     """Weights configs hold no "augment" section, so the card's CONFIG.json line adds the changed keys,
     and `prepare` takes that same file."""
-    defaults = json.loads(json.dumps(dataclasses.asdict(AugmentConfig())))
-    (tmp_path / "run.json").write_text(json.dumps({"augment": {**defaults, "rotation": 7.0}}))
-    assert _config_line(tmp_path).endswith('plus the runs\' augmentation: `"augment": {"rotation": 7.0}`.')
+    # run.json records every key, its tuples as JSON lists
+    recorded = json.loads(json.dumps({**dataclasses.asdict(AugmentConfig()), "rotation": 7.0}))
+    assert _config_line(recorded, tmp_path).endswith(
+        'plus the runs\' augmentation: `"augment": {"rotation": 7.0}`.'
+    )
     config = tmp_path / "config.json"
     config.write_text(json.dumps({**pipeline["config"], "augment": {"rotation": 7.0}}))
     done = run_cli(
