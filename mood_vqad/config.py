@@ -107,6 +107,11 @@ class RegionConfig:
     masking: str = "static"  # "static" (mask once) or "dynamic" (the authors': re-test in context)
     neighbour_rule: bool = False
     weight_temperature: float | None = 3.0  # None: plain mean over restorations
+    # Weigh the restoration residual by the share of restorations that changed each code, up-sampled and
+    # smoothed by a Gaussian of mask_sigma code cells (Pinaya et al. 2022), so that the decoder's error
+    # outside the resampled codes does not count.
+    residual_mask: bool = False
+    mask_sigma: float = 1.0
     min_filter: int = 3
     mean_filter: tuple[int, int, int] = (3, 7, 7)  # (slices, rows, columns)
     pixel_scale: float = 0.5
@@ -167,6 +172,7 @@ class PredictOptions:
     slice_stride: int | None = None
     masking: str | None = None
     neighbour_rule: bool | None = None
+    residual_mask: bool | None = None
     batch_size: int = 256
     seed: int = 0
     skip_existing: bool = False

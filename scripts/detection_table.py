@@ -31,10 +31,30 @@ FLOOR = "intensity"
 VARIANTS = {
     FLOOR: (["--method", "intensity-floor"], "robust intensity deviation |x - median| / MAD, no network"),
     "rec": (["--method", "vqvae-rec"], "VQ-VAE reconstruction error, no prior"),
-    "static": (["--masking", "static", "--neighbour-rule", "off"], "restoration, mask once"),
-    "static+nb": (["--masking", "static", "--neighbour-rule", "on"], "mask once, neighbour rule"),
-    "dynamic": (["--masking", "dynamic", "--neighbour-rule", "off"], "restoration, the authors' rule"),
-    "dynamic+nb": (["--masking", "dynamic", "--neighbour-rule", "on"], "the authors' rule, neighbour rule"),
+    "static": (
+        ["--masking", "static", "--neighbour-rule", "off", "--residual-mask", "off"],
+        "restoration, mask once",
+    ),
+    "static+nb": (
+        ["--masking", "static", "--neighbour-rule", "on", "--residual-mask", "off"],
+        "mask once, neighbour rule",
+    ),
+    "static+mask": (
+        ["--masking", "static", "--neighbour-rule", "off", "--residual-mask", "on"],
+        "mask once, residual only near changed codes",
+    ),
+    "dynamic": (
+        ["--masking", "dynamic", "--neighbour-rule", "off", "--residual-mask", "off"],
+        "restoration, the authors' rule",
+    ),
+    "dynamic+nb": (
+        ["--masking", "dynamic", "--neighbour-rule", "on", "--residual-mask", "off"],
+        "the authors' rule, neighbour rule",
+    ),
+    "dynamic+mask": (
+        ["--masking", "dynamic", "--neighbour-rule", "off", "--residual-mask", "on"],
+        "the authors' rule, residual only near changed codes",
+    ),
 }
 
 

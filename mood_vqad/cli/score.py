@@ -57,6 +57,13 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="resample a code only if a later neighbour is unlikely too (config default)",
     )
+    p.add_argument(
+        "--residual-mask",
+        type=on_off,
+        metavar="{on,off}",
+        default=None,
+        help="count the residual only near the codes restoration changed (config default)",
+    )
     p.add_argument("--continue", dest="skip_existing", action="store_true", help="skip cases already written")
     add_scoring_options(p)
     add_ensemble_option(p)

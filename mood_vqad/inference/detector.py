@@ -13,7 +13,14 @@ from mood_vqad.config import VQVAE_METHODS, ModelConfig, PredictOptions
 from mood_vqad.inference.plausibility import gross_outlier, rank_sample_score
 from mood_vqad.inference.protocol import settings_of
 from mood_vqad.inference.restore import RestoreRule, batched_nll, restore, restore_naive
-from mood_vqad.inference.scores import map_sample_score, residual_map, sample_score, squash, squash_in_place
+from mood_vqad.inference.scores import (
+    change_weights,
+    map_sample_score,
+    residual_map,
+    sample_score,
+    squash,
+    squash_in_place,
+)
 from mood_vqad.inference.slicing import (
     ScoredSlices,
     extract_slices,
@@ -34,6 +41,7 @@ class Settings:
     slice_stride: int
     restorations: int
     rule: RestoreRule
+    residual_mask: bool = False  # weigh residuals by the codes restoration changed (scores.change_weights)
     batch_size: int = 256
     seed: int = 0
     progress: bool = False
@@ -87,6 +95,7 @@ class VQVAEDetector:
             slice_stride=options.slice_stride or r.slice_stride,
             restorations=options.restorations or r.restorations,
             rule=rule,
+            residual_mask=r.residual_mask if options.residual_mask is None else options.residual_mask,
         )
 
     @torch.no_grad()
@@ -145,9 +154,11 @@ class VQVAEDetector:
 
     @torch.no_grad()
     def residuals(self, encoded: Encoded, settings: Settings) -> torch.Tensor:
-        """Weighted mean distance between each slice and its restorations: (S, size, size)."""
+        """Weighted mean distance between each slice and its restorations: (S, size, size), weighed by
+        the codes restoration changed where settings.residual_mask asks for it (not for vqvae-rec)."""
         restored, position = self.restorations(encoded, settings)
         n, b = len(restored) // len(encoded.indices), settings.batch_size
+        masked = settings.residual_mask and settings.method != "vqvae-rec"
         out = []
         per_chunk = max(1, b // n)  # slices whose N restorations are decoded in one batch
         with self.timer("decode"):
@@ -156,7 +167,13 @@ class VQVAEDetector:
                 decoded = self.vqvae.decode(restored[rows], position[rows])  # (s*N, 1, size, size)
                 x = encoded.slices[s : s + per_chunk]
                 restored_x = decoded.view(len(x), n, *decoded.shape[1:])  # (s, N, 1, size, size)
-                out.append(residual_map(x, restored_x, self.region.weight_temperature))
+                residual = residual_map(x, restored_x, self.region.weight_temperature)  # (s, size, size)
+                if masked:
+                    codes = restored[rows].view(len(x), n, *restored.shape[1:])  # (s, N, h, w)
+                    residual = residual * change_weights(
+                        encoded.codes[s : s + per_chunk], codes, x.shape[-1], self.region.mask_sigma
+                    )
+                out.append(residual)
             return torch.cat(out)
 
     def filtered_residuals(self, volume: np.ndarray, settings: Settings) -> np.ndarray:

@@ -18,6 +18,7 @@ from mood_vqad.inference.restore import (
     restore_naive,
     sample_codes,
 )
+from mood_vqad.inference.scores import change_weights
 from mood_vqad.nets.pixelsnail import PixelSNAIL
 
 CONFIG = PriorConfig(
@@ -116,3 +117,27 @@ def test_inverse_cdf_sampling_follows_the_softmax():
     logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]])).expand(4, 3)
     drawn = sample_codes(logits, torch.tensor([0.1, 0.3, 0.69, 0.99]))
     assert drawn.tolist() == [0, 1, 1, 2]
+
+
+@pytest.mark.parametrize("masking", ["dynamic", "static"])
+def test_residual_mask_keeps_the_residual_only_near_changed_codes(masking):
+    config = tiny_config(BRAIN, restore_threshold=3.0, masking=masking, mask_sigma=0.5)
+    detector = VQVAEDetector.from_modules(config, tiny_models(config), torch.device("cpu"))
+    settings = detector.settings_from(PredictOptions(restorations=3, slice_stride=4))
+    encoded = detector.encode(phantom((32, 32, 32)), settings)
+    plain = detector.residuals(encoded, settings)
+    masked_settings = detector.settings_from(
+        PredictOptions(restorations=3, slice_stride=4, residual_mask=True)
+    )
+    masked = detector.residuals(encoded, masked_settings)
+    restored, _ = detector.restorations(encoded, settings)
+    codes = restored.view(len(encoded.codes), 3, *restored.shape[1:])  # (S, 3, h, w)
+    weights = change_weights(encoded.codes, codes, plain.shape[-1], 0.5)
+    assert 0 < (weights == 0).float().mean() < 1
+    torch.testing.assert_close(masked, plain * weights)
+    never = dataclasses.replace(masked_settings, rule=RestoreRule(1e9, masking))
+    assert not detector.residuals(encoded, never).any()  # nothing restored, nothing counts
+    rec = detector.settings_from(PredictOptions(method="vqvae-rec", residual_mask=True))
+    with torch.no_grad():
+        recon = detector.vqvae.decode(encoded.codes, encoded.position)
+    torch.testing.assert_close(detector.residuals(encoded, rec), (recon - encoded.slices).abs()[:, 0])

@@ -4,9 +4,18 @@ import dataclasses
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from mood_vqad.config import ABDOM, BRAIN
-from mood_vqad.inference.scores import post_filter, residual_map, restoration_weights, sample_score, squash
+from mood_vqad.inference.scores import (
+    change_weights,
+    gaussian_blur,
+    post_filter,
+    residual_map,
+    restoration_weights,
+    sample_score,
+    squash,
+)
 from mood_vqad.inference.slicing import interpolate_slices, normalise, slice_indices, slices_to_volume
 
 
@@ -27,6 +36,30 @@ def test_weights_favour_restorations_close_to_the_input():
     weights = restoration_weights(x, restored, temperature=3.0)
     assert weights[0, 0] > weights[0, 1] and torch.isclose(weights.sum(), torch.tensor(1.0))
     torch.testing.assert_close(residual_map(x, restored, None), torch.full((1, 4, 4), 0.55))
+
+
+def test_gaussian_blur_matches_scipy_with_mirrored_borders():
+    maps = torch.rand(2, 17, 23, generator=torch.Generator().manual_seed(0))
+    ours = gaussian_blur(maps, 1.5).numpy()
+    # scipy's "mirror" reflects about the edge pixel, as torch's "reflect" padding does
+    theirs = np.stack([ndimage.gaussian_filter(m, 1.5, mode="mirror", truncate=3.0) for m in maps.numpy()])
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert gaussian_blur(maps, 0.0) is maps
+
+
+def test_change_weights_cover_only_the_changed_codes():
+    codes = torch.zeros(1, 4, 4, dtype=torch.long)
+    restored = codes.repeat(2, 1, 1).unsqueeze(0).clone()  # (1, 2, 4, 4)
+    restored[0, 0, 1, 2] = 5  # changed in one restoration of two
+    restored[0, :, 3, 0] = 7  # changed in both
+    sharp = change_weights(codes, restored, 8, sigma=0.0)  # two pixels per code cell
+    expected = torch.zeros(8, 8)
+    expected[2:4, 4:6] = 0.5
+    expected[6:8, 0:2] = 1.0
+    torch.testing.assert_close(sharp[0], expected)
+    smooth = change_weights(codes, restored, 32, sigma=0.25)[0]  # 8 pixels per cell, sigma 2 pixels
+    assert smooth[0, 31] < 1e-3 < smooth[8, 12] < smooth[8, 16] < smooth[12, 20] <= 0.5
+    torch.testing.assert_close(smooth.sum(), torch.tensor(64 * 1.5), rtol=0.02, atol=0)
 
 
 def test_post_filter_removes_isolated_voxels():
