@@ -106,6 +106,7 @@ class RegionConfig:
     restore_threshold: float = 5.0
     masking: str = "static"  # "static" (mask once) or "dynamic" (the authors': re-test in context)
     neighbour_rule: bool = False
+    restore_quantile: float | None = None  # per volume, raise restore_threshold to this quantile of its NLL
     weight_temperature: float | None = 3.0  # None: plain mean over restorations
     # Weigh the restoration residual by the share of restorations that changed each code, up-sampled and
     # smoothed by a Gaussian of mask_sigma code cells (Pinaya et al. 2022), so that the decoder's error

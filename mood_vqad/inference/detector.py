@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,15 @@ class VQVAEDetector:
         raw = sample_score(nll, self.region.sample_threshold, settings.slice_stride)
         return rank_sample_score(float(squash(raw, self.region.sample_scale)), outlier)
 
+    def volume_rule(self, nll: torch.Tensor, rule: RestoreRule) -> RestoreRule:
+        """The rule for one volume: its threshold raised to the config's quantile of the volume's own code
+        NLL (S, h, w) where one is set, so a subject the prior finds unlikely throughout gets only its
+        most unlikely codes restored."""
+        q = self.region.restore_quantile
+        if q is None or nll.numel() == 0:
+            return rule
+        return dataclasses.replace(rule, threshold=max(rule.threshold, float(torch.quantile(nll.float(), q))))
+
     @torch.no_grad()
     def restorations(self, encoded: Encoded, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
         """Restored code grids (S*N, h, w), the N restorations of a slice adjacent, and their positions."""
@@ -144,12 +154,14 @@ class VQVAEDetector:
         position = encoded.position.repeat_interleave(n)
         generator = torch.Generator().manual_seed(settings.seed)
         uniform = torch.rand(codes.shape[0], codes[0].numel(), generator=generator).to(self.device)
+        slice_nll = self.code_nll(encoded, settings)  # (S, h, w), once per slice, not per copy
+        rule = self.volume_rule(slice_nll, settings.rule)
         if settings.reference:
             with self.timer("restoration"):
-                return restore_naive(self.prior, codes, position, settings.rule, uniform, b), position
-        nll = self.code_nll(encoded, settings).repeat_interleave(n, dim=0)  # once per slice, not per copy
+                return restore_naive(self.prior, codes, position, rule, uniform, b), position
+        nll = slice_nll.repeat_interleave(n, dim=0)
         with self.timer("restoration"):
-            restored = restore(self.prior, codes, position, settings.rule, uniform, b, settings.progress, nll)
+            restored = restore(self.prior, codes, position, rule, uniform, b, settings.progress, nll)
         return restored, position
 
     @torch.no_grad()

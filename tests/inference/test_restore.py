@@ -141,3 +141,18 @@ def test_residual_mask_keeps_the_residual_only_near_changed_codes(masking):
     with torch.no_grad():
         recon = detector.vqvae.decode(encoded.codes, encoded.position)
     torch.testing.assert_close(detector.residuals(encoded, rec), (recon - encoded.slices).abs()[:, 0])
+
+
+def test_restore_quantile_raises_the_threshold_to_the_volumes_own_nll():
+    config = tiny_config(BRAIN, restore_threshold=0.5, masking="static", restore_quantile=0.9)
+    detector = VQVAEDetector.from_modules(config, tiny_models(config), torch.device("cpu"))
+    settings = detector.settings_from(PredictOptions(restorations=2, slice_stride=4))
+    encoded = detector.encode(phantom((32, 32, 32)), settings)
+    nll = detector.code_nll(encoded, settings)
+    rule = detector.volume_rule(nll, settings.rule)
+    assert rule.threshold == pytest.approx(float(torch.quantile(nll, 0.9))) and rule.threshold > 0.5
+    assert (nll > rule.threshold).float().mean() == pytest.approx(0.1, abs=0.02)
+    restored, _ = detector.restorations(encoded, settings)
+    changed = (restored.view(len(nll), 2, *nll.shape[1:]) != encoded.codes.unsqueeze(1)).any(1)
+    assert changed.any() and not (changed & (nll <= rule.threshold)).any()  # static: only the top 10%
+    assert detector.volume_rule(nll, RestoreRule(1e9)).threshold == 1e9  # a quantile never lowers it
