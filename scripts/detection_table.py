@@ -27,34 +27,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FLOOR = "intensity"
+# restoration variants: name -> (--masking, --neighbour-rule, --residual-mask, what it is)
+RESTORATIONS = {
+    "static": ("static", "off", "off", "restoration, mask once"),
+    "static+nb": ("static", "on", "off", "mask once, neighbour rule"),
+    "static+mask": ("static", "off", "on", "mask once, residual only near changed codes"),
+    "dynamic": ("dynamic", "off", "off", "restoration, the authors' rule"),
+    "dynamic+nb": ("dynamic", "on", "off", "the authors' rule, neighbour rule"),
+    "dynamic+mask": ("dynamic", "off", "on", "the authors' rule, residual only near changed codes"),
+}
 # name -> (predict options, what it is); the sample score of every restoration variant is the same.
 VARIANTS = {
     FLOOR: (["--method", "intensity-floor"], "robust intensity deviation |x - median| / MAD, no network"),
     "rec": (["--method", "vqvae-rec"], "VQ-VAE reconstruction error, no prior"),
-    "static": (
-        ["--masking", "static", "--neighbour-rule", "off", "--residual-mask", "off"],
-        "restoration, mask once",
-    ),
-    "static+nb": (
-        ["--masking", "static", "--neighbour-rule", "on", "--residual-mask", "off"],
-        "mask once, neighbour rule",
-    ),
-    "static+mask": (
-        ["--masking", "static", "--neighbour-rule", "off", "--residual-mask", "on"],
-        "mask once, residual only near changed codes",
-    ),
-    "dynamic": (
-        ["--masking", "dynamic", "--neighbour-rule", "off", "--residual-mask", "off"],
-        "restoration, the authors' rule",
-    ),
-    "dynamic+nb": (
-        ["--masking", "dynamic", "--neighbour-rule", "on", "--residual-mask", "off"],
-        "the authors' rule, neighbour rule",
-    ),
-    "dynamic+mask": (
-        ["--masking", "dynamic", "--neighbour-rule", "off", "--residual-mask", "on"],
-        "the authors' rule, residual only near changed codes",
-    ),
+    **{
+        name: (["--masking", masking, "--neighbour-rule", neighbour, "--residual-mask", mask], what)
+        for name, (masking, neighbour, mask, what) in RESTORATIONS.items()
+    },
 }
 
 
