@@ -113,6 +113,7 @@ class RegionConfig:
     # outside the resampled codes does not count.
     residual_mask: bool = False
     mask_sigma: float = 1.0
+    mask_floor: float = 0.0  # the weight left to the residual away from changed codes
     min_filter: int = 3
     mean_filter: tuple[int, int, int] = (3, 7, 7)  # (slices, rows, columns)
     pixel_scale: float = 0.5

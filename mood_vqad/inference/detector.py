@@ -182,9 +182,11 @@ class VQVAEDetector:
                 residual = residual_map(x, restored_x, self.region.weight_temperature)  # (s, size, size)
                 if masked:
                     codes = restored[rows].view(len(x), n, *restored.shape[1:])  # (s, N, h, w)
-                    residual = residual * change_weights(
+                    weights = change_weights(
                         encoded.codes[s : s + per_chunk], codes, x.shape[-1], self.region.mask_sigma
                     )
+                    floor = self.region.mask_floor
+                    residual = residual * (floor + (1 - floor) * weights)
                 out.append(residual)
             return torch.cat(out)
 

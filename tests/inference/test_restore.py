@@ -120,8 +120,9 @@ def test_inverse_cdf_sampling_follows_the_softmax():
 
 
 @pytest.mark.parametrize("masking", ["dynamic", "static"])
-def test_residual_mask_keeps_the_residual_only_near_changed_codes(masking):
-    config = tiny_config(BRAIN, restore_threshold=3.0, masking=masking, mask_sigma=0.5)
+@pytest.mark.parametrize("floor", [0.0, 0.3])
+def test_residual_mask_keeps_the_residual_only_near_changed_codes(masking, floor):
+    config = tiny_config(BRAIN, restore_threshold=3.0, masking=masking, mask_sigma=0.5, mask_floor=floor)
     detector = VQVAEDetector.from_modules(config, tiny_models(config), torch.device("cpu"))
     settings = detector.settings_from(PredictOptions(restorations=3, slice_stride=4))
     encoded = detector.encode(phantom((32, 32, 32)), settings)
@@ -134,13 +135,13 @@ def test_residual_mask_keeps_the_residual_only_near_changed_codes(masking):
     codes = restored.view(len(encoded.codes), 3, *restored.shape[1:])  # (S, 3, h, w)
     weights = change_weights(encoded.codes, codes, plain.shape[-1], 0.5)
     assert 0 < (weights == 0).float().mean() < 1
-    torch.testing.assert_close(masked, plain * weights)
-    never = dataclasses.replace(masked_settings, rule=RestoreRule(1e9, masking))
-    assert not detector.residuals(encoded, never).any()  # nothing restored, nothing counts
-    rec = detector.settings_from(PredictOptions(method="vqvae-rec", residual_mask=True))
+    torch.testing.assert_close(masked, plain * (floor + (1 - floor) * weights))
     with torch.no_grad():
-        recon = detector.vqvae.decode(encoded.codes, encoded.position)
-    torch.testing.assert_close(detector.residuals(encoded, rec), (recon - encoded.slices).abs()[:, 0])
+        rec_error = (detector.vqvae.decode(encoded.codes, encoded.position) - encoded.slices).abs()[:, 0]
+    never = dataclasses.replace(masked_settings, rule=RestoreRule(1e9, masking))
+    torch.testing.assert_close(detector.residuals(encoded, never), floor * rec_error)  # nothing restored
+    rec = detector.settings_from(PredictOptions(method="vqvae-rec", residual_mask=True))
+    torch.testing.assert_close(detector.residuals(encoded, rec), rec_error)
 
 
 def test_restore_quantile_raises_the_threshold_to_the_volumes_own_nll():
