@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from mood_vqad.blur import gaussian_blur
+
 
 def squash(score: np.ndarray | float, scale: float) -> np.ndarray | float:
     """Map a non-negative score monotonically into [0, 1) by s / (s + scale); it never saturates."""
@@ -63,19 +65,6 @@ def residual_map(x: torch.Tensor, restored: torch.Tensor, temperature: float | N
     return (weights[:, :, None, None] * residual).sum(1)
 
 
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of (S, H, W) maps, sigma in pixels, mirrored borders."""
-    radius = min(math.ceil(3 * sigma), min(maps.shape[-2:]) - 1)
-    if sigma <= 0 or radius < 1:
-        return maps
-    offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    out = F.pad(maps.unsqueeze(1), (radius, radius, radius, radius), mode="reflect")  # (S, 1, H+2r, W+2r)
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
-    return F.conv2d(out, kernel.view(1, 1, -1, 1))[:, 0]
-
-
 def change_weights(codes: torch.Tensor, restored: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     """Pixel weights from the codes restoration changed: the share of restorations that changed each
     code, up-sampled to the slice and smoothed by a Gaussian of sigma code cells.
@@ -85,9 +74,13 @@ def change_weights(codes: torch.Tensor, restored: torch.Tensor, size: int, sigma
     Returns:
         (S, size, size) weights in [0, 1].
     """
-    changed = (restored != codes.unsqueeze(1)).float().mean(1)  # (S, h, w)
-    upsampled = F.interpolate(changed.unsqueeze(1), size=(size, size), mode="nearest")[:, 0]
-    return gaussian_blur(upsampled, sigma * size / codes.shape[-1])
+    changed = (restored != codes.unsqueeze(1)).float().mean(1, keepdim=True)  # (S, 1, h, w)
+    upsampled = F.interpolate(changed, size=(size, size), mode="nearest")  # (S, 1, size, size)
+    pixels = sigma * size / codes.shape[-1]
+    radius = min(math.ceil(3 * pixels), size - 1)  # reflect padding needs radius < size
+    if pixels <= 0 or radius < 1:
+        return upsampled[:, 0]
+    return gaussian_blur(upsampled, torch.full((len(codes),), pixels, device=codes.device), radius)[:, 0]
 
 
 def post_filter(stack: np.ndarray, min_size: int, mean_size: tuple[int, int, int]) -> np.ndarray:

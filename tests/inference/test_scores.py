@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from mood_vqad.blur import gaussian_blur
 from mood_vqad.config import ABDOM, BRAIN
 from mood_vqad.inference.scores import (
     change_weights,
-    gaussian_blur,
     post_filter,
     residual_map,
     restoration_weights,
@@ -39,12 +39,17 @@ def test_weights_favour_restorations_close_to_the_input():
 
 
 def test_gaussian_blur_matches_scipy_with_mirrored_borders():
-    maps = torch.rand(2, 17, 23, generator=torch.Generator().manual_seed(0))
-    ours = gaussian_blur(maps, 1.5).numpy()
+    maps = torch.rand(2, 1, 17, 23, generator=torch.Generator().manual_seed(0))
+    ours = gaussian_blur(maps, torch.tensor([1.5, 1.0]), radius=5)[:, 0].numpy()
     # scipy's "mirror" reflects about the edge pixel, as torch's "reflect" padding does
-    theirs = np.stack([ndimage.gaussian_filter(m, 1.5, mode="mirror", truncate=3.0) for m in maps.numpy()])
+    theirs = np.stack(
+        [
+            ndimage.gaussian_filter(m, s, mode="mirror", radius=5)
+            for m, s in zip(maps[:, 0].numpy(), (1.5, 1.0), strict=True)
+        ]
+    )
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
-    assert gaussian_blur(maps, 0.0) is maps
+    # sigma 0 leaves the up-sampled mask as it is (asserted exactly in the test below)
 
 
 def test_change_weights_cover_only_the_changed_codes():

@@ -4,7 +4,8 @@ import dataclasses
 
 import torch
 
-from mood_vqad.training.augment import AugmentConfig, augment, gaussian_blur
+from mood_vqad.blur import gaussian_blur
+from mood_vqad.training.augment import AugmentConfig, augment
 
 OFF = AugmentConfig(
     elastic_prob=0.0,
