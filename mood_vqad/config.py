@@ -119,6 +119,10 @@ class RegionConfig:
     pixel_scale: float = 0.5
     foreground_threshold: float | None = 0.0  # voxels <= this are background and score 0; None keeps all
 
+    def __post_init__(self) -> None:
+        if self.restore_quantile is not None and not 0.0 < self.restore_quantile < 1.0:
+            raise ValueError(f"restore_quantile must lie in (0, 1), got {self.restore_quantile}")
+
 
 @dataclass(frozen=True)
 class TrainOptions:

@@ -21,3 +21,9 @@ def test_overrides_replace_only_the_given_fields():
         with_overrides(config, {"priors": {}})
     with pytest.raises(ValueError, match="unknown PriorConfig keys"):
         with_overrides(config, {"prior": {"chanels": 3}})
+
+
+@pytest.mark.parametrize("value", [1.5, 0.0])
+def test_out_of_range_restore_quantile_is_refused_at_load(value):
+    with pytest.raises(ValueError, match="restore_quantile"):
+        with_overrides(model_defaults("brain"), {"region": {"restore_quantile": value}})
