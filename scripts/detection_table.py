@@ -11,7 +11,8 @@ intensity-floor`, no network) is always run: no learned row is printed without i
 
 Each set folder holds REGION/toy and REGION/toy_label/{sample,pixel}: `mood-vqad data toy ...
 --challenge-layout` (held out; `--split train` for the in-distribution set, the method's upper bound) or
-`mood-vqad data lesions` (real tumours, abdomen only). A region a set lacks is left out of that set's
+`mood-vqad data lesions` (real tumours, abdomen only). The VAE baselines (`--variants vae-rec vae-combi ...`,
+weights in WEIGHTS/REGION-vae) are rows only when asked for. A region a set lacks is left out of that set's
 columns. Options after `--` go to every `predict` call, e.g. `-- --slice-stride 16 --restorations 4`.
 """
 
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from mood_vqad.config import VAE_METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 FLOOR = "intensity"
@@ -44,6 +47,7 @@ VARIANTS = {
         name: (["--masking", masking, "--neighbour-rule", neighbour, "--residual-mask", mask], what)
         for name, (masking, neighbour, mask, what) in RESTORATIONS.items()
     },
+    **{method: (["--method", method], "VAE baseline (REGION-vae weights)") for method in VAE_METHODS},
 }
 
 
@@ -85,7 +89,7 @@ def score_set(toy: Path, out: Path, variants: list[str], args: argparse.Namespac
     """Every variant's pixel and sample metrics, per-type APs and seconds on one region's set."""
     results, sample_of = {}, {}
     for variant in variants:
-        family = variant if variant in (FLOOR, "rec") else "prior"
+        family = "prior" if variant in RESTORATIONS else variant  # the VAE maps each have their own score
         if family not in sample_of:
             sample_of[family] = evaluate(toy, out, variant, "sample", args)[0]["metrics"]
         pixel, seconds = evaluate(toy, out, variant, "pixel", args)
@@ -121,7 +125,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("detection-table"), help="predictions and reports")
     parser.add_argument("--regions", nargs="+", default=["brain", "abdom"])
     learned = [v for v in VARIANTS if v != FLOOR]
-    parser.add_argument("--variants", nargs="+", choices=learned, default=learned, help="learned rows")
+    default = [v for v in learned if v not in VAE_METHODS]
+    parser.add_argument("--variants", nargs="+", choices=learned, default=default, help="learned rows")
     args = parser.parse_args(argv)
     if any("=" not in s for s in args.set):
         parser.error("--set takes NAME=DIR")
