@@ -116,12 +116,17 @@ class RegionConfig:
     mask_floor: float = 0.0  # the weight left to the residual away from changed codes
     min_filter: int = 3
     mean_filter: tuple[int, int, int] = (3, 7, 7)  # (slices, rows, columns)
+    # Gaussian after the mean filter, its sigma this share of each axis (0: off; the authors' pipeline).
+    # Anomalies span several codes and slices, the restoration residual of normal tissue does not.
+    smooth: float = 0.0
     pixel_scale: float = 0.5
     foreground_threshold: float | None = 0.0  # voxels <= this are background and score 0; None keeps all
 
     def __post_init__(self) -> None:
         if self.restore_quantile is not None and not 0.0 < self.restore_quantile < 1.0:
             raise ValueError(f"restore_quantile must lie in (0, 1), got {self.restore_quantile}")
+        if not 0.0 <= self.smooth < 0.5:
+            raise ValueError(f"smooth must lie in [0, 0.5), got {self.smooth}")
 
 
 @dataclass(frozen=True)

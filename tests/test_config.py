@@ -27,3 +27,9 @@ def test_overrides_replace_only_the_given_fields():
 def test_out_of_range_restore_quantile_is_refused_at_load(value):
     with pytest.raises(ValueError, match="restore_quantile"):
         with_overrides(model_defaults("brain"), {"region": {"restore_quantile": value}})
+
+
+@pytest.mark.parametrize("value", [-0.01, 0.5])
+def test_out_of_range_smooth_is_refused_at_load(value):
+    with pytest.raises(ValueError, match="smooth"):
+        with_overrides(model_defaults("brain"), {"region": {"smooth": value}})

@@ -83,7 +83,14 @@ def change_weights(codes: torch.Tensor, restored: torch.Tensor, size: int, sigma
     return gaussian_blur(upsampled, torch.full((len(codes),), pixels, device=codes.device), radius)[:, 0]
 
 
-def post_filter(stack: np.ndarray, min_size: int, mean_size: tuple[int, int, int]) -> np.ndarray:
-    """The authors' smoothing: a min-filter (removes isolated voxels), then a mean filter: (Z, H, W)."""
+def post_filter(
+    stack: np.ndarray, min_size: int, mean_size: tuple[int, int, int], smooth: float = 0.0
+) -> np.ndarray:
+    """The authors' smoothing, a min-filter (removes isolated voxels) then a mean filter, and a Gaussian of
+    sigma `smooth` times each axis's length (0: none) over the stack (Z, H, W)."""
     out = ndimage.minimum_filter(stack, size=min_size) if min_size > 1 else stack
-    return ndimage.uniform_filter(out, size=mean_size)
+    out = ndimage.uniform_filter(out, size=mean_size)
+    if smooth <= 0:
+        return out
+    # relative to each axis, so that one setting means the same at 128^3 and 512^3 volumes
+    return ndimage.gaussian_filter(out, sigma=[smooth * n for n in out.shape], mode="nearest")

@@ -139,6 +139,6 @@ def maps_to_volume(
     with timer("interpolate"):
         stack = interpolate_slices(maps, indices, shape[region.slice_axis]).float().cpu().numpy()
     with timer("post-filter"):
-        stack = post_filter(stack, region.min_filter, region.mean_filter)
+        stack = post_filter(stack, region.min_filter, region.mean_filter, region.smooth)
     with timer("resize"):
         return slices_to_volume(stack, shape, region)

@@ -75,6 +75,24 @@ def test_post_filter_removes_isolated_voxels():
     assert out[4, 4, 4] < 0.05 and out[4, 0, 0] > 0.1
 
 
+def test_smooth_is_a_gaussian_relative_to_each_axis_and_off_by_default():
+    stack = np.random.default_rng(0).random((16, 32, 48)).astype(np.float32)
+    authors = ndimage.uniform_filter(ndimage.minimum_filter(stack, size=3), size=(3, 7, 7))
+    np.testing.assert_array_equal(post_filter(stack, 3, (3, 7, 7)), authors)
+    expected = ndimage.gaussian_filter(authors, sigma=(0.8, 1.6, 2.4), mode="nearest")
+    np.testing.assert_allclose(post_filter(stack, 3, (3, 7, 7), smooth=0.05), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_smooth_keeps_a_compact_anomaly_above_a_thin_residual_of_the_same_height():
+    stack = np.zeros((32, 64, 64), dtype=np.float32)
+    stack[4:12, 8:24, 8:24] = 1.0  # an anomaly: several slices and codes
+    stack[20, 40, :] = 1.0  # an edge's residual: one slice, one row
+    before = post_filter(stack, 1, (1, 1, 1))
+    assert before[8, 16, 16] == before[20, 40, 30] == 1.0
+    after = post_filter(stack, 1, (1, 1, 1), smooth=0.03)
+    assert after[8, 16, 16] > 0.9 and after[20, 40, 30] < 0.2
+
+
 def test_brain_normalisation_and_foreground_slices():
     volume = np.zeros((8, 8, 10), dtype=np.float32)
     volume[2:6, 2:6, 3:7] = np.linspace(0.2, 1.0, 64).reshape(4, 4, 4)
