@@ -116,8 +116,9 @@ class RegionConfig:
     mask_floor: float = 0.0  # the weight left to the residual away from changed codes
     min_filter: int = 3
     mean_filter: tuple[int, int, int] = (3, 7, 7)  # (slices, rows, columns)
-    # Gaussian after the mean filter, its sigma this share of each axis (0: off; the authors' pipeline).
-    # Anomalies span several codes and slices, the restoration residual of normal tissue does not.
+    # Gaussian after the mean filter, its sigma this share of each axis (0: off; the authors' pipeline), the
+    # background counting as zero. Anomalies span several codes and slices, the restoration residual of
+    # normal tissue lies along edges.
     smooth: float = 0.0
     pixel_scale: float = 0.5
     foreground_threshold: float | None = 0.0  # voxels <= this are background and score 0; None keeps all

@@ -59,7 +59,7 @@ def through_pipeline(values: np.ndarray, case: np.ndarray, region, stride: int) 
     """values (the case's shape) sliced, resized, interpolated, post-filtered and resized back, as a map."""
     indices = slice_indices(case, region, stride)
     maps = extract_slices(values.astype(np.float32), region, indices)[:, 0]  # (S, size, size)
-    return maps_to_volume(maps, indices, case.shape, region)
+    return maps_to_volume(maps, indices, case, region)
 
 
 def case_maps(args: argparse.Namespace, region, normals: list[Path], name: str, case: np.ndarray, label):

@@ -110,9 +110,9 @@ class VAEDetector:
         with self.timer(predictor):
             return slice_map(self.vae, predictor, scored.slices, scored.position, settings.batch_size, energy)
 
-    def to_volume(self, maps: torch.Tensor, indices: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    def to_volume(self, maps: torch.Tensor, indices: np.ndarray, volume: np.ndarray) -> np.ndarray:
         """Slice maps at the volume's shape: interpolated between slices, post-filtered, resized back."""
-        return maps_to_volume(maps, indices, shape, self.region, self.timer)
+        return maps_to_volume(maps, indices, volume, self.region, self.timer)
 
     def raw_maps(self, volume: np.ndarray, settings: VAESettings) -> dict[str, np.ndarray]:
         """Every predictor the method needs, filtered, at the volume's shape, before squashing."""
@@ -120,7 +120,7 @@ class VAEDetector:
         if len(scored.indices) == 0:
             return {p: np.zeros(volume.shape, dtype=np.float32) for p in settings.predictors}
         return {
-            p: self.to_volume(self.slice_maps(scored, p, settings), scored.indices, volume.shape)
+            p: self.to_volume(self.slice_maps(scored, p, settings), scored.indices, volume)
             for p in settings.predictors
         }
 

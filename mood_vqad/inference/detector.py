@@ -196,7 +196,7 @@ class VQVAEDetector:
         if len(encoded.indices) == 0:
             return np.zeros(volume.shape, dtype=np.float32)
         residuals = self.residuals(encoded, settings)
-        return maps_to_volume(residuals, encoded.indices, volume.shape, self.region, self.timer)
+        return maps_to_volume(residuals, encoded.indices, volume, self.region, self.timer)
 
     def pixel_scores(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
         """The pixel task's map in [0, 1) with the volume's exact shape."""

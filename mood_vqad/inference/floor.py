@@ -107,7 +107,7 @@ class IntensityFloor:
             deviation = robust_deviation(volume, self.region)
             maps = extract_slices(deviation, self.region, indices)[:, 0]  # (S, size, size)
         with self.timer("post-filter"):
-            filtered = maps_to_volume(maps, indices, volume.shape, self.region)
+            filtered = maps_to_volume(maps, indices, volume, self.region)
             return zero_background(squash(filtered, FLOOR_SCALE), volume, self.region)
 
     def sample_score(self, volume: np.ndarray, settings: FloorSettings) -> float:

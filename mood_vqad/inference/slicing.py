@@ -126,10 +126,20 @@ def scored_slices(
     return ScoredSlices(indices, position, slices)
 
 
+def foreground_stack(volume: np.ndarray, region: RegionConfig) -> np.ndarray | None:
+    """The foreground as a soft mask of the slice stack (Z, size, size), every slice resized as the
+    networks' inputs are; None where the region keeps every voxel."""
+    mask = foreground_mask(volume, region)
+    if mask is None:
+        return None
+    every_slice = np.arange(volume.shape[region.slice_axis])
+    return extract_slices(mask.astype(np.float32), region, every_slice)[:, 0].numpy()
+
+
 def maps_to_volume(
     maps: torch.Tensor,
     indices: np.ndarray,
-    shape: tuple[int, ...],
+    volume: np.ndarray,
     region: RegionConfig,
     timer: StageTimer | None = None,
 ) -> np.ndarray:
@@ -137,8 +147,9 @@ def maps_to_volume(
     post-filtered and resized back (each a stage of timer)."""
     timer = timer or StageTimer()
     with timer("interpolate"):
-        stack = interpolate_slices(maps, indices, shape[region.slice_axis]).float().cpu().numpy()
+        stack = interpolate_slices(maps, indices, volume.shape[region.slice_axis]).float().cpu().numpy()
     with timer("post-filter"):
-        stack = post_filter(stack, region.min_filter, region.mean_filter, region.smooth)
+        foreground = foreground_stack(volume, region) if region.smooth > 0 else None
+        stack = post_filter(stack, region.min_filter, region.mean_filter, region.smooth, foreground)
     with timer("resize"):
-        return slices_to_volume(stack, shape, region)
+        return slices_to_volume(stack, volume.shape, region)

@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage
 
@@ -91,6 +92,19 @@ def test_smooth_keeps_a_compact_anomaly_above_a_thin_residual_of_the_same_height
     assert before[8, 16, 16] == before[20, 40, 30] == 1.0
     after = post_filter(stack, 1, (1, 1, 1), smooth=0.03)
     assert after[8, 16, 16] > 0.9 and after[20, 40, 30] < 0.2
+
+
+def test_smooth_counts_the_background_as_zero():
+    stack = np.zeros((32, 64, 64), dtype=np.float32)
+    foreground = np.zeros_like(stack)
+    foreground[:, 16:48, 16:48] = 1.0
+    stack[4:12, 24:40, 24:40] = 1.0  # an anomaly well inside the foreground
+    stack[20:28, 16:48, 12:20] = 1.0  # a residual across the foreground's edge, as long and as deep
+    plain = post_filter(stack, 1, (1, 1, 1), smooth=0.03)
+    np.testing.assert_array_equal(post_filter(stack, 1, (1, 1, 1), 0.03, np.ones_like(stack)), plain)
+    masked = post_filter(stack, 1, (1, 1, 1), smooth=0.03, foreground=foreground)
+    assert masked[8, 32, 32] == pytest.approx(plain[8, 32, 32], rel=1e-3)
+    assert masked[24, 32, 16] < 0.7 * plain[24, 32, 16]  # the foreground's first column
 
 
 def test_brain_normalisation_and_foreground_slices():
