@@ -133,7 +133,8 @@ def foreground_stack(volume: np.ndarray, region: RegionConfig) -> np.ndarray | N
     if mask is None:
         return None
     every_slice = np.arange(volume.shape[region.slice_axis])
-    return extract_slices(mask.astype(np.float32), region, every_slice)[:, 0].numpy()
+    # the boolean mask goes in as it is: extract_slices converts a chunk at a time, no float copy of it
+    return extract_slices(mask, region, every_slice)[:, 0].numpy()
 
 
 def maps_to_volume(

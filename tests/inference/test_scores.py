@@ -17,7 +17,13 @@ from mood_vqad.inference.scores import (
     sample_score,
     squash,
 )
-from mood_vqad.inference.slicing import interpolate_slices, normalise, slice_indices, slices_to_volume
+from mood_vqad.inference.slicing import (
+    interpolate_slices,
+    maps_to_volume,
+    normalise,
+    slice_indices,
+    slices_to_volume,
+)
 
 
 def test_squash_is_monotone_in_unit_interval():
@@ -105,6 +111,22 @@ def test_smooth_counts_the_background_as_zero():
     masked = post_filter(stack, 1, (1, 1, 1), smooth=0.03, foreground=foreground)
     assert masked[8, 32, 32] == pytest.approx(plain[8, 32, 32], rel=1e-3)
     assert masked[24, 32, 16] < 0.7 * plain[24, 32, 16]  # the foreground's first column
+
+
+@pytest.mark.parametrize("region", [BRAIN, ABDOM], ids=["brain", "abdomen"])
+def test_maps_to_volume_smooths_the_brain_with_its_background_as_zero(region):
+    region = dataclasses.replace(region, slice_size=16, smooth=0.05, min_filter=1, mean_filter=(1, 1, 1))
+    volume = np.zeros((32, 32, 24), dtype=np.float32)
+    volume[4:28, 4:28, :] = 1.0  # the brain's foreground: image > 0
+    indices = np.arange(0, 24, 4)
+    out = maps_to_volume(
+        torch.ones(len(indices), 16, 16), indices, volume, region
+    )  # the same residual everywhere
+    assert out.shape == volume.shape
+    if region.foreground_threshold is None:  # the abdomen keeps every voxel: nothing to average with
+        np.testing.assert_allclose(out, 1.0, rtol=1e-5)
+    else:
+        assert out[16, 16, 12] > 0.95 and out[4, 16, 12] < 0.8 * out[16, 16, 12]
 
 
 def test_brain_normalisation_and_foreground_slices():
