@@ -119,9 +119,8 @@ def test_maps_to_volume_smooths_the_brain_with_its_background_as_zero(region):
     volume = np.zeros((32, 32, 24), dtype=np.float32)
     volume[4:28, 4:28, :] = 1.0  # the brain's foreground: image > 0
     indices = np.arange(0, 24, 4)
-    out = maps_to_volume(
-        torch.ones(len(indices), 16, 16), indices, volume, region
-    )  # the same residual everywhere
+    residual = torch.ones(len(indices), 16, 16)  # the same residual everywhere, background included
+    out = maps_to_volume(residual, indices, volume, region)
     assert out.shape == volume.shape
     if region.foreground_threshold is None:  # the abdomen keeps every voxel: nothing to average with
         np.testing.assert_allclose(out, 1.0, rtol=1e-5)
