@@ -114,6 +114,10 @@ class RegionConfig:
     residual_mask: bool = False
     mask_sigma: float = 1.0
     mask_floor: float = 0.0  # the weight left to the residual away from changed codes
+    # Per volume, subtract this quantile of the map over the foreground (clipped at 0) before the filters:
+    # MOOD's pixel AP pools every voxel of a set, and a subject the decoder reconstructs worse throughout
+    # would otherwise outrank the anomalies of the others. None: off (the authors' pipeline).
+    baseline_quantile: float | None = None
     min_filter: int = 3
     mean_filter: tuple[int, int, int] = (3, 7, 7)  # (slices, rows, columns)
     # Gaussian after the mean filter, its sigma this share of each axis (0: off; the authors' pipeline), the
@@ -126,6 +130,8 @@ class RegionConfig:
     def __post_init__(self) -> None:
         if self.restore_quantile is not None and not 0.0 < self.restore_quantile < 1.0:
             raise ValueError(f"restore_quantile must lie in (0, 1), got {self.restore_quantile}")
+        if self.baseline_quantile is not None and not 0.0 < self.baseline_quantile < 1.0:
+            raise ValueError(f"baseline_quantile must lie in (0, 1), got {self.baseline_quantile}")
         if not 0.0 <= self.smooth < 0.5:
             raise ValueError(f"smooth must lie in [0, 0.5), got {self.smooth}")
 

@@ -83,6 +83,16 @@ def change_weights(codes: torch.Tensor, restored: torch.Tensor, size: int, sigma
     return gaussian_blur(upsampled, torch.full((len(codes),), pixels, device=codes.device), radius)[:, 0]
 
 
+def subtract_baseline(stack: np.ndarray, foreground: np.ndarray | None, quantile: float) -> np.ndarray:
+    """Subtract the quantile of stack over foreground (bool, stack's shape; None: every voxel) from stack,
+    in place, and clip at 0: the volume's own baseline residual."""
+    values = stack[foreground] if foreground is not None else stack
+    if values.size == 0:
+        return stack
+    np.subtract(stack, np.quantile(values, quantile), out=stack)
+    return np.maximum(stack, 0, out=stack)
+
+
 def post_filter(
     stack: np.ndarray,
     min_size: int,

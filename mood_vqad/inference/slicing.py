@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mood_vqad.config import RegionConfig
-from mood_vqad.inference.scores import post_filter
+from mood_vqad.inference.scores import post_filter, subtract_baseline
 from mood_vqad.inference.timing import StageTimer
 
 CHUNK = 64  # slices resized at a time, to bound memory on 512^3 volumes
@@ -144,13 +144,16 @@ def maps_to_volume(
     region: RegionConfig,
     timer: StageTimer | None = None,
 ) -> np.ndarray:
-    """Maps of the scored slices (S, size, size) at the volume's shape: interpolated between them,
-    post-filtered and resized back (each a stage of timer)."""
+    """Maps of the scored slices (S, size, size) at the volume's shape: interpolated between them, less
+    their baseline, post-filtered and resized back (each a stage of timer)."""
     timer = timer or StageTimer()
     with timer("interpolate"):
         stack = interpolate_slices(maps, indices, volume.shape[region.slice_axis]).float().cpu().numpy()
     with timer("post-filter"):
-        foreground = foreground_stack(volume, region) if region.smooth > 0 else None
+        baseline = region.baseline_quantile
+        foreground = foreground_stack(volume, region) if region.smooth > 0 or baseline is not None else None
+        if baseline is not None:
+            subtract_baseline(stack, None if foreground is None else foreground > 0.5, baseline)
         stack = post_filter(stack, region.min_filter, region.mean_filter, region.smooth, foreground)
     with timer("resize"):
         return slices_to_volume(stack, volume.shape, region)

@@ -16,6 +16,7 @@ from mood_vqad.inference.scores import (
     restoration_weights,
     sample_score,
     squash,
+    subtract_baseline,
 )
 from mood_vqad.inference.slicing import (
     interpolate_slices,
@@ -126,6 +127,39 @@ def test_maps_to_volume_smooths_the_brain_with_its_background_as_zero(region):
         np.testing.assert_allclose(out, 1.0, rtol=1e-5)
     else:
         assert out[16, 16, 12] > 0.95 and out[4, 16, 12] < 0.8 * out[16, 16, 12]
+
+
+def test_subtract_baseline_takes_the_quantile_over_the_foreground_and_clips_at_zero():
+    stack = np.full((4, 8, 8), 5.0, dtype=np.float32)  # the background's residual
+    foreground = np.zeros(stack.shape, dtype=bool)
+    foreground[:, 2:6, 2:6] = True
+    stack[foreground] = 1.0
+    stack[1, 3, 3] = 3.0  # an anomaly
+    out = subtract_baseline(stack.copy(), foreground, 0.5)
+    assert out[1, 3, 3] == 2.0 and out[0, 2, 2] == 0.0 and out[0, 0, 0] == 4.0
+    assert subtract_baseline(stack.copy(), None, 0.5).max() == 0.0  # None: the median of every voxel (5)
+    empty = subtract_baseline(stack.copy(), np.zeros(stack.shape, dtype=bool), 0.5)
+    np.testing.assert_array_equal(empty, stack)
+
+
+def test_maps_to_volume_takes_out_a_subject_wide_residual():
+    region = dataclasses.replace(
+        BRAIN, slice_size=16, baseline_quantile=0.5, min_filter=1, mean_filter=(1, 1, 1)
+    )
+    volume = np.zeros((32, 32, 24), dtype=np.float32)
+    volume[4:28, 4:28, :] = 1.0
+    indices = np.arange(0, 24, 4)
+    anomaly = torch.zeros(len(indices), 16, 16)
+    anomaly[2:4, 6:10, 6:10] = 1.0
+    # the same anomaly in a subject the decoder fits and in one it fits worse throughout (+0.5 everywhere)
+    fitted, worse = (maps_to_volume(anomaly + offset, indices, volume, region) for offset in (0.0, 0.5))
+    np.testing.assert_allclose(worse, fitted, atol=1e-5)
+    assert fitted[16, 16, 10] == pytest.approx(1.0, abs=1e-5) and fitted[8, 8, 2] == 0.0
+    off = dataclasses.replace(region, baseline_quantile=None)
+    unchanged = maps_to_volume(anomaly + 0.5, indices, volume, off)
+    assert unchanged[8, 8, 2] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="baseline_quantile"):
+        dataclasses.replace(region, baseline_quantile=1.0)
 
 
 def test_brain_normalisation_and_foreground_slices():
