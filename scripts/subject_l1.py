@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mood_vqad.config import PredictOptions
 from mood_vqad.inference.detector import VQVAEDetector
-from mood_vqad.inference.slicing import extract_slices, foreground_mask, scored_slices
+from mood_vqad.inference.slicing import extract_slices, foreground_mask
 from mood_vqad.io import load_volume
 
 BATCH = 64
@@ -28,17 +29,17 @@ def volume_l1(detector: VQVAEDetector, volume: np.ndarray, stride: int) -> tuple
     """Mean absolute reconstruction error of the scored slices: (foreground L1, slice L1, foreground's mean
     absolute deviation, slices); the deviation is the L1 of a decoder that returns the tissue's mean."""
     region = detector.region
-    scored = scored_slices(volume, region, stride, detector.device)
-    errors = []
-    for s in range(0, len(scored.indices), BATCH):
-        x, position = scored.slices[s : s + BATCH], scored.position[s : s + BATCH]
-        errors.append((detector.vqvae.decode(detector.vqvae.encode(x, position), position) - x).abs())
-    error = torch.cat(errors)[:, 0].numpy()  # (S, size, size)
+    encoded = detector.encode(volume, detector.settings_from(PredictOptions(slice_stride=stride)))
+    chunks = range(0, len(encoded.indices), BATCH)
+    decoded = [
+        detector.vqvae.decode(encoded.codes[s : s + BATCH], encoded.position[s : s + BATCH]) for s in chunks
+    ]
+    error = (torch.cat(decoded) - encoded.slices).abs()[:, 0].numpy()  # (S, size, size)
     mask = foreground_mask(volume, region)
     inside = np.ones(error.shape, dtype=bool)
     if mask is not None:
-        inside = extract_slices(mask, region, scored.indices)[:, 0].numpy() > 0.5
-    tissue = scored.slices[:, 0].numpy()[inside]
+        inside = extract_slices(mask, region, encoded.indices)[:, 0].numpy() > 0.5
+    tissue = encoded.slices[:, 0].numpy()[inside]
     return (
         float(error[inside].mean()),
         float(error.mean()),
@@ -55,7 +56,6 @@ def main() -> None:
     parser.add_argument("volumes", nargs="+", type=Path, help="NIfTI volumes of that region")
     parser.add_argument("--slice-stride", type=int, default=8)
     args = parser.parse_args()
-    torch.set_grad_enabled(False)
     detector = VQVAEDetector.load(args.weights, torch.device("cpu"))
     print("| volume | scored slices | foreground L1 | slice L1 | foreground's mean absolute deviation |")
     print("|---|---|---|---|---|")
