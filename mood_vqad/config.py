@@ -96,6 +96,10 @@ class RegionConfig:
     slice_size: int = 160
     intensity: str = "zscore"  # "zscore" (brain, on non-zero voxels) or "affine" (x * scale + offset)
     low_cut: float = 0.05
+    # z-score only: the value given to voxels below low_cut. None leaves them z-scored with the rest, at
+    # -mean / std, which differs between subjects (-2.6 to -4.8 in our five brains), so an unseen subject's
+    # background is a level the decoder never saw and takes codes of its own.
+    background: float | None = None
     affine_scale: float = 2.0
     affine_offset: float = -1.0
     edge_slices: int = 20

@@ -19,7 +19,8 @@ CHUNK = 64  # slices resized at a time, to bound memory on 512^3 volumes
 
 
 def normalise(volume: np.ndarray, region: RegionConfig) -> np.ndarray:
-    """Network-input intensities: brain z-scored on its non-zero voxels, abdomen mapped affinely."""
+    """Network-input intensities: brain z-scored on its non-zero voxels, its background at a fixed level
+    where the config sets one; abdomen mapped affinely."""
     if region.intensity == "affine":
         return (volume * region.affine_scale + region.affine_offset).astype(np.float32)
     if region.intensity != "zscore":
@@ -28,7 +29,10 @@ def normalise(volume: np.ndarray, region: RegionConfig) -> np.ndarray:
     foreground = kept[kept > 0]
     if foreground.size == 0:
         return kept
-    return (kept - foreground.mean()) / max(float(foreground.std()), 1e-6)
+    normalised = (kept - foreground.mean()) / max(float(foreground.std()), 1e-6)
+    if region.background is not None:
+        normalised[kept == 0] = region.background
+    return normalised
 
 
 def foreground_mask(volume: np.ndarray, region: RegionConfig) -> np.ndarray | None:

@@ -173,6 +173,21 @@ def test_brain_normalisation_and_foreground_slices():
     assert slice_indices(volume, ABDOM, 3).tolist() == [0, 3, 6, 9]
 
 
+def test_fixed_background_leaves_the_tissue_and_levels_every_subject():
+    volume = np.zeros((8, 8, 10), dtype=np.float32)
+    volume[2:6, 2:6, 3:7] = np.linspace(0.2, 1.0, 64).reshape(4, 4, 4)
+    volume[0, 0, 0] = 0.01
+    other = np.where(volume > 0.05, np.sqrt(volume), volume)  # another subject's tissue histogram
+    tissue = volume > 0.05
+    fixed = dataclasses.replace(BRAIN, background=-4.0)
+    free = [normalise(v, BRAIN) for v in (volume, other)]
+    assert free[0][0, 0, 0] != pytest.approx(free[1][0, 0, 0], abs=0.1)  # -mean / std moves with the subject
+    for subject, unfixed in zip((volume, other), free, strict=True):
+        level = normalise(subject, fixed)
+        np.testing.assert_allclose(level[tissue], unfixed[tissue], rtol=1e-6)
+        assert np.all(level[~tissue] == -4.0)
+
+
 def test_slices_interpolate_and_return_to_the_input_shape():
     maps = torch.stack([torch.zeros(4, 4), torch.ones(4, 4)])
     filled = interpolate_slices(maps, np.array([2, 6]), 9)
