@@ -1,22 +1,33 @@
-"""scripts/restoration_share.py: shares above the threshold and the codes' ranking by NLL, against sklearn."""
+"""scripts/restoration_share.py: shares above the threshold, the codes' ranking by NLL against sklearn, and
+each volume's own threshold with the share of the codes above it outside the foreground."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from helpers import phantom_toy_set
+from helpers import phantom_toy_set, tiny_config, tiny_models
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from mood_vqad.config import PredictOptions
+from mood_vqad.config import BRAIN, PredictOptions
 from mood_vqad.inference.detector import VQVAEDetector
 from mood_vqad.inference.slicing import extract_slices
+from mood_vqad.inference.weights import save_weights
 from mood_vqad.io import list_cases, load_volume
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def covered(
+    detector: VQVAEDetector, mask: np.ndarray, indices: np.ndarray, grid: tuple[int, ...]
+) -> np.ndarray:
+    """A code covers a voxel of mask if its cell of the resized mask slice holds any of them: (S, h, w)."""
+    cells = extract_slices(mask.astype(np.float32), detector.region, indices)  # (S, 1, 32, 32)
+    return cells.unflatten(2, (grid[0], -1)).unflatten(4, (grid[1], -1)).amax((3, 5))[:, 0].numpy() > 0
 
 
 def test_code_ranking_matches_sklearn_on_the_nll_of_covered_codes(tmp_path, weights_dir):
@@ -45,11 +56,8 @@ def test_code_ranking_matches_sklearn_on_the_nll_of_covered_codes(tmp_path, weig
         label = load_volume(toy / "toy_label" / "pixel" / case.name)[0] > 0
         encoded = detector.encode(volume, settings)
         nll = detector.code_nll(encoded, settings)  # (S, h, w)
-        # a code covers a labelled voxel if its cell of the resized label slice holds any of them
-        cells = extract_slices(label.astype(np.float32), detector.region, encoded.indices)  # (S, 1, 32, 32)
-        cells = cells.unflatten(2, (nll.shape[1], -1)).unflatten(4, (nll.shape[2], -1)).amax((3, 5))
         scores.append(nll.flatten().numpy())
-        labels.append(cells.flatten().numpy() > 0)
+        labels.append(covered(detector, label, encoded.indices, nll.shape[1:]).flatten())
     scores, labels = np.concatenate(scores), np.concatenate(labels)
     assert 0 < labels.sum() < len(labels)
     anomalous = int(labels.sum())
@@ -63,3 +71,34 @@ def test_code_ranking_matches_sklearn_on_the_nll_of_covered_codes(tmp_path, weig
     assert line[:3] == ["toy", str(anomalous), str(len(labels) - anomalous)]
     assert float(line[3]) == round(average_precision_score(labels, scores), 4)
     assert float(line[4]) == round(roc_auc_score(labels, scores), 3)
+
+
+def test_per_volume_threshold_and_restored_codes_outside_the_foreground(tmp_path):
+    normals, _ = phantom_toy_set(tmp_path, 32)
+    weights_dir = tmp_path / "weights"
+    # each volume's threshold is its own 90th percentile of code NLL, so every volume has codes above it
+    config = tiny_config(dataclasses.replace(BRAIN, restore_threshold=0.0, restore_quantile=0.9))
+    save_weights(weights_dir / "brain", config, tiny_models(config))
+    command = [sys.executable, REPO / "scripts" / "restoration_share.py", "--region", "brain", "--weights"]
+    command += [weights_dir, "--slice-stride", "2", "--folders", f"plain={normals}", "--per-volume"]
+    found = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    lines = [
+        [c.strip() for c in line.strip("|").split("|")] for line in found.split("per volume:")[1].splitlines()
+    ]
+    rows = {r[2]: [float(v) for v in r[3:]] for r in lines if r[0] == "brain"}
+    assert sorted(rows) == sorted(case.name for case in list_cases(normals))
+
+    detector = VQVAEDetector.load(weights_dir / "brain", torch.device("cpu"))
+    settings = detector.settings_from(PredictOptions(slice_stride=2))
+    for case in list_cases(normals):
+        volume = load_volume(case)[0]
+        encoded = detector.encode(volume, settings)
+        nll = detector.code_nll(encoded, settings).numpy()  # (S, h, w)
+        threshold = float(np.quantile(nll, 0.9))
+        inside = covered(detector, volume > 0, encoded.indices, nll.shape[1:])
+        above = nll > threshold
+        assert 0 < inside.sum() < inside.size and above.any()
+        expected = [threshold, above.mean(), (above & ~inside).sum() / above.sum()]
+        expected += [nll[~inside].mean(), nll[inside].mean()]
+        for value, exact, digits in zip(rows[case.name], expected, [2, 3, 3, 2, 2], strict=True):
+            assert abs(value - exact) <= 0.5 * 10**-digits + 1e-6  # as printed; torch and numpy sums differ
