@@ -42,7 +42,8 @@ def volume_row(
 ) -> dict[str, float]:
     """One volume's own restoration threshold, the share of its codes above it, the share of those outside
     the foreground, and the mean NLL outside and inside (nll, inside: (S, h, w))."""
-    threshold = detector.volume_rule(nll, settings.rule).threshold
+    scope = inside if detector.region.restore_quantile_foreground else None
+    threshold = detector.volume_rule(nll, settings.rule, scope).threshold
     above = nll > threshold
     return {
         "threshold": threshold,

@@ -14,6 +14,7 @@ import torch
 
 from mood_vqad.config import ModelConfig, PriorConfig, RegionConfig, VAEConfig, VAEModelConfig, VQVAEConfig
 from mood_vqad.data.toy import build_toy
+from mood_vqad.inference.slicing import extract_slices
 from mood_vqad.inference.weights import Modules, build_modules
 from mood_vqad.io import save_volume
 
@@ -41,6 +42,12 @@ def tiny_models(config: ModelConfig | VAEModelConfig, seed: int = 0) -> Modules:
     """Randomly initialised models of a config as {file: module}, in eval mode."""
     torch.manual_seed(seed)
     return {name: module.eval() for name, module in build_modules(config).items()}
+
+
+def covered(region: RegionConfig, mask: np.ndarray, indices: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
+    """A code covers a voxel of mask if its cell of the resized mask slice holds any of them: (S, h, w)."""
+    cells = extract_slices(mask.astype(np.float32), region, indices)  # (S, 1, size, size)
+    return cells.unflatten(2, (grid[0], -1)).unflatten(4, (grid[1], -1)).amax((3, 5))[:, 0].numpy() > 0
 
 
 def phantom(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:

@@ -9,25 +9,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
-from helpers import phantom_toy_set, tiny_config, tiny_models
+from helpers import covered, phantom_toy_set, tiny_config, tiny_models
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mood_vqad.config import BRAIN, PredictOptions
 from mood_vqad.inference.detector import VQVAEDetector
-from mood_vqad.inference.slicing import extract_slices
 from mood_vqad.inference.weights import save_weights
 from mood_vqad.io import list_cases, load_volume
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def covered(
-    detector: VQVAEDetector, mask: np.ndarray, indices: np.ndarray, grid: tuple[int, ...]
-) -> np.ndarray:
-    """A code covers a voxel of mask if its cell of the resized mask slice holds any of them: (S, h, w)."""
-    cells = extract_slices(mask.astype(np.float32), detector.region, indices)  # (S, 1, 32, 32)
-    return cells.unflatten(2, (grid[0], -1)).unflatten(4, (grid[1], -1)).amax((3, 5))[:, 0].numpy() > 0
 
 
 def test_code_ranking_matches_sklearn_on_the_nll_of_covered_codes(tmp_path, weights_dir):
@@ -57,7 +49,7 @@ def test_code_ranking_matches_sklearn_on_the_nll_of_covered_codes(tmp_path, weig
         encoded = detector.encode(volume, settings)
         nll = detector.code_nll(encoded, settings)  # (S, h, w)
         scores.append(nll.flatten().numpy())
-        labels.append(covered(detector, label, encoded.indices, nll.shape[1:]).flatten())
+        labels.append(covered(detector.region, label, encoded.indices, nll.shape[1:]).flatten())
     scores, labels = np.concatenate(scores), np.concatenate(labels)
     assert 0 < labels.sum() < len(labels)
     anomalous = int(labels.sum())
@@ -73,11 +65,16 @@ def test_code_ranking_matches_sklearn_on_the_nll_of_covered_codes(tmp_path, weig
     assert float(line[4]) == round(roc_auc_score(labels, scores), 3)
 
 
-def test_per_volume_threshold_and_restored_codes_outside_the_foreground(tmp_path):
+@pytest.mark.parametrize("foreground", [False, True])
+def test_per_volume_threshold_and_restored_codes_outside_the_foreground(tmp_path, foreground):
     normals, _ = phantom_toy_set(tmp_path, 32)
     weights_dir = tmp_path / "weights"
-    # each volume's threshold is its own 90th percentile of code NLL, so every volume has codes above it
-    config = tiny_config(dataclasses.replace(BRAIN, restore_threshold=0.0, restore_quantile=0.9))
+    # each volume's threshold is its own 90th percentile of code NLL (over the codes covering foreground
+    # where the config says so), so every volume has codes above it
+    region = dataclasses.replace(
+        BRAIN, restore_threshold=0.0, restore_quantile=0.9, restore_quantile_foreground=foreground
+    )
+    config = tiny_config(region)
     save_weights(weights_dir / "brain", config, tiny_models(config))
     command = [sys.executable, REPO / "scripts" / "restoration_share.py", "--region", "brain", "--weights"]
     command += [weights_dir, "--slice-stride", "2", "--folders", f"plain={normals}", "--per-volume"]
@@ -94,8 +91,8 @@ def test_per_volume_threshold_and_restored_codes_outside_the_foreground(tmp_path
         volume = load_volume(case)[0]
         encoded = detector.encode(volume, settings)
         nll = detector.code_nll(encoded, settings).numpy()  # (S, h, w)
-        threshold = float(np.quantile(nll, 0.9))
-        inside = covered(detector, volume > 0, encoded.indices, nll.shape[1:])
+        inside = covered(detector.region, volume > 0, encoded.indices, nll.shape[1:])
+        threshold = float(np.quantile(nll[inside] if foreground else nll, 0.9))
         above = nll > threshold
         assert 0 < inside.sum() < inside.size and above.any()
         expected = [threshold, above.mean(), (above & ~inside).sum() / above.sum()]

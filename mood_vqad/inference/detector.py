@@ -25,6 +25,7 @@ from mood_vqad.inference.scores import (
 from mood_vqad.inference.slicing import (
     ScoredSlices,
     extract_slices,
+    foreground_mask,
     maps_to_volume,
     scored_slices,
     zero_background,
@@ -59,6 +60,7 @@ class Encoded(ScoredSlices):
     """A volume's scored slices and their code grids."""
 
     codes: torch.Tensor  # (S, h, w)
+    inside: torch.Tensor | None = None  # (S, h, w) codes that cover foreground, where the rule needs them
 
 
 class VQVAEDetector:
@@ -108,7 +110,11 @@ class VQVAEDetector:
             chunks = range(0, len(slices), b)
             codes = [self.vqvae.encode(slices[s : s + b], position[s : s + b]) for s in chunks]
             empty = torch.zeros(0, *self.config.prior.grid, dtype=torch.long, device=self.device)
-            return Encoded(scored.indices, position, slices, torch.cat(codes) if codes else empty)
+            mask = foreground_mask(volume, self.region) if self.region.restore_quantile_foreground else None
+            inside = None
+            if mask is not None and codes:
+                inside = self.covered_codes(mask, scored.indices).to(self.device)
+            return Encoded(scored.indices, position, slices, torch.cat(codes) if codes else empty, inside)
 
     def covered_codes(self, label: np.ndarray, indices: np.ndarray) -> torch.Tensor:
         """Which codes of the slices at indices cover a voxel of label (volume-shaped): (S, h, w) bool."""
@@ -135,14 +141,20 @@ class VQVAEDetector:
         raw = sample_score(nll, self.region.sample_threshold, settings.slice_stride)
         return rank_sample_score(float(squash(raw, self.region.sample_scale)), outlier)
 
-    def volume_rule(self, nll: torch.Tensor, rule: RestoreRule) -> RestoreRule:
+    def volume_rule(
+        self, nll: torch.Tensor, rule: RestoreRule, inside: torch.Tensor | None = None
+    ) -> RestoreRule:
         """The rule for one volume: its threshold raised to the config's quantile of the volume's own code
         NLL (S, h, w) where one is set, so a subject the prior finds unlikely throughout gets only its
-        most unlikely codes restored."""
+        most unlikely codes restored; the quantile is over the codes inside (S, h, w) bool, if given."""
         q = self.region.restore_quantile
-        if q is None or nll.numel() == 0:
+        if q is None:
             return rule
-        return dataclasses.replace(rule, threshold=max(rule.threshold, float(torch.quantile(nll.float(), q))))
+        values = nll[inside] if inside is not None and bool(inside.any()) else nll
+        if values.numel() == 0:
+            return rule
+        threshold = max(rule.threshold, float(torch.quantile(values.float(), q)))
+        return dataclasses.replace(rule, threshold=threshold)
 
     @torch.no_grad()
     def restorations(self, encoded: Encoded, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +167,7 @@ class VQVAEDetector:
         generator = torch.Generator().manual_seed(settings.seed)
         uniform = torch.rand(codes.shape[0], codes[0].numel(), generator=generator).to(self.device)
         slice_nll = self.code_nll(encoded, settings)  # (S, h, w), once per slice, not per copy
-        rule = self.volume_rule(slice_nll, settings.rule)
+        rule = self.volume_rule(slice_nll, settings.rule, encoded.inside)
         if settings.reference:
             with self.timer("restoration"):
                 return restore_naive(self.prior, codes, position, rule, uniform, b), position

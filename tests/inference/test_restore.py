@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from helpers import phantom, tiny_config, tiny_models
+from helpers import covered, phantom, tiny_config, tiny_models
 
 from mood_vqad.config import BRAIN, PredictOptions, PriorConfig
 from mood_vqad.inference.detector import VQVAEDetector
@@ -157,3 +157,25 @@ def test_restore_quantile_raises_the_threshold_to_the_volumes_own_nll():
     changed = (restored.view(len(nll), 2, *nll.shape[1:]) != encoded.codes.unsqueeze(1)).any(1)
     assert changed.any() and not (changed & (nll <= rule.threshold)).any()  # static: only the top 10%
     assert detector.volume_rule(nll, RestoreRule(1e9)).threshold == 1e9  # a quantile never lowers it
+
+
+def test_restore_quantile_foreground_takes_the_quantile_over_the_codes_that_cover_foreground():
+    config = tiny_config(
+        BRAIN, restore_threshold=0.0, masking="static", restore_quantile=0.9, restore_quantile_foreground=True
+    )
+    detector = VQVAEDetector.from_modules(config, tiny_models(config), torch.device("cpu"))
+    settings = detector.settings_from(PredictOptions(restorations=2, slice_stride=4))
+    volume = phantom((32, 32, 32))
+    encoded = detector.encode(volume, settings)
+    nll = detector.code_nll(encoded, settings)
+    inside = covered(config.region, volume > 0, encoded.indices, config.prior.grid)
+    assert inside.any() and not inside.all()  # the phantom's slices hold background codes
+    np.testing.assert_array_equal(encoded.inside.numpy(), inside)
+    rule = detector.volume_rule(nll, settings.rule, encoded.inside)
+    assert rule.threshold == pytest.approx(float(np.quantile(nll.numpy()[inside], 0.9)), rel=1e-5)
+    assert rule.threshold != pytest.approx(detector.volume_rule(nll, settings.rule).threshold)
+    restored, _ = detector.restorations(encoded, settings)
+    changed = (restored.view(len(nll), 2, *nll.shape[1:]) != encoded.codes.unsqueeze(1)).any(1)
+    assert changed.any() and not (changed & (nll <= rule.threshold)).any()
+    plain = VQVAEDetector.from_modules(tiny_config(BRAIN), tiny_models(config), torch.device("cpu"))
+    assert plain.encode(volume, settings).inside is None  # only computed where the rule needs it
