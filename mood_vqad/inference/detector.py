@@ -203,7 +203,18 @@ class VQVAEDetector:
             return torch.cat(out)
 
     def filtered_residuals(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
-        """The pixel map before squashing: filtered restoration residuals at the volume's shape."""
+        """The pixel map before squashing: filtered restoration residuals at the volume's shape, averaged
+        with those of the left-right mirrored volume where the region asks for it (mirror_average; a
+        second raster order for the prior, so not for vqvae-rec)."""
+        out = self.view_residuals(volume, settings)
+        if self.region.mirror_average and settings.method != "vqvae-rec":
+            mirrored = self.view_residuals(volume[::-1], settings)[::-1]  # mapped back onto the volume
+            np.add(out, mirrored, out=out)  # in place: out keeps the NIfTI (Fortran) layout
+            out *= 0.5
+        return out
+
+    def view_residuals(self, volume: np.ndarray, settings: Settings) -> np.ndarray:
+        """Filtered restoration residuals of one view of the volume, at its shape."""
         encoded = self.encode(volume, settings)
         if len(encoded.indices) == 0:
             return np.zeros(volume.shape, dtype=np.float32)

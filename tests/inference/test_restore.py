@@ -179,3 +179,22 @@ def test_restore_quantile_foreground_takes_the_quantile_over_the_codes_that_cove
     assert changed.any() and not (changed & (nll <= rule.threshold)).any()
     plain = VQVAEDetector.from_modules(tiny_config(BRAIN), tiny_models(config), torch.device("cpu"))
     assert plain.encode(volume, settings).inside is None  # only computed where the rule needs it
+
+
+def test_mirror_average_is_the_mean_of_the_map_and_the_mirrored_volumes_map_mapped_back():
+    config = tiny_config(BRAIN, restore_threshold=0.0, masking="static", mirror_average=True)
+    modules = tiny_models(config)
+    detector = VQVAEDetector.from_modules(config, modules, torch.device("cpu"))
+    single = tiny_config(BRAIN, restore_threshold=0.0, masking="static")
+    oracle = VQVAEDetector.from_modules(single, modules, torch.device("cpu"))
+    settings = detector.settings_from(PredictOptions(restorations=2, slice_stride=4))
+    volume = phantom((32, 32, 32))
+    volume[:10] *= 0.5  # no longer left-right symmetric
+    plain = oracle.filtered_residuals(volume, settings)
+    mirrored = oracle.filtered_residuals(np.ascontiguousarray(volume[::-1]), settings)[::-1]
+    assert not np.allclose(plain, mirrored)
+    averaged = detector.filtered_residuals(volume, settings)
+    np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=1e-6, atol=1e-7)
+    assert averaged.flags.f_contiguous  # written as NIfTI stores voxels, without a copy
+    rec = detector.settings_from(PredictOptions(method="vqvae-rec", slice_stride=4))
+    np.testing.assert_array_equal(detector.filtered_residuals(volume, rec), oracle.filtered_residuals(volume, rec))
