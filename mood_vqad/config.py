@@ -132,9 +132,10 @@ class RegionConfig:
     # background counting as zero. Anomalies span several codes and slices, the restoration residual of
     # normal tissue lies along edges.
     smooth: float = 0.0
-    # Average the pixel map with that of the volume mirrored along its first axis (left-right; training
-    # flips it), mapped back: the prior reads the mirrored slice's rows in the reverse order, so a code
-    # whose context hides an anomaly in one raster order is judged in a second one. Twice the pixel time.
+    # Average the pixel map with that of the volume mirrored along the slices' rows (the flip of training;
+    # left-right in both regions), mapped back: the prior reads the mirrored slice's rows in the reverse
+    # order, so a code whose context hides an anomaly in one raster order is judged in a second one. Every
+    # slice is scored twice.
     mirror_average: bool = False
     pixel_scale: float = 0.5
     foreground_threshold: float | None = 0.0  # voxels <= this are background and score 0; None keeps all

@@ -208,7 +208,8 @@ class VQVAEDetector:
         second raster order for the prior, so not for vqvae-rec)."""
         out = self.view_residuals(volume, settings)
         if self.region.mirror_average and settings.method != "vqvae-rec":
-            mirrored = self.view_residuals(volume[::-1], settings)[::-1]  # mapped back onto the volume
+            rows = min(a for a in range(3) if a != self.region.slice_axis)  # the axis training flips
+            mirrored = np.flip(self.view_residuals(np.flip(volume, rows), settings), rows)  # mapped back
             np.add(out, mirrored, out=out)  # in place: out keeps the NIfTI (Fortran) layout
             out *= 0.5
         return out
