@@ -26,6 +26,7 @@ from mood_vqad.inference.slicing import (
     ScoredSlices,
     extract_slices,
     foreground_mask,
+    in_plane_axes,
     maps_to_volume,
     scored_slices,
     zero_background,
@@ -208,7 +209,7 @@ class VQVAEDetector:
         second raster order for the prior, so not for vqvae-rec)."""
         out = self.view_residuals(volume, settings)
         if self.region.mirror_average and settings.method != "vqvae-rec":
-            rows = min(a for a in range(3) if a != self.region.slice_axis)  # the axis training flips
+            rows = in_plane_axes(self.region)[0]  # the axis training flips
             mirrored = np.flip(self.view_residuals(np.flip(volume, rows), settings), rows)  # mapped back
             np.add(out, mirrored, out=out)  # in place: out keeps the NIfTI (Fortran) layout
             out *= 0.5

@@ -51,14 +51,19 @@ def zero_background(scores: np.ndarray, volume: np.ndarray, region: RegionConfig
     return scores
 
 
+def in_plane_axes(region: RegionConfig) -> tuple[int, int]:
+    """The volume's axes within a slice, in the order of the slice's rows and columns."""
+    rows, columns = (a for a in range(3) if a != region.slice_axis)
+    return rows, columns
+
+
 def slice_indices(volume: np.ndarray, region: RegionConfig, stride: int) -> np.ndarray:
     """Every stride-th slice along the slice axis that holds foreground (all of them for the abdomen)."""
     indices = np.arange(0, volume.shape[region.slice_axis], stride)
     mask = foreground_mask(volume, region)
     if mask is None:
         return indices
-    other_axes = tuple(a for a in range(3) if a != region.slice_axis)
-    return indices[mask.any(axis=other_axes)[indices]]
+    return indices[mask.any(axis=in_plane_axes(region))[indices]]
 
 
 def slice_positions(indices: np.ndarray, n_slices: int) -> torch.Tensor:
@@ -100,7 +105,7 @@ def slices_to_volume(stack: np.ndarray, shape: tuple[int, ...], region: RegionCo
 
     The volume is laid out as NIfTI stores voxels (Fortran order), so that writing it is a plain copy.
     """
-    in_plane = tuple(n for a, n in enumerate(shape) if a != region.slice_axis)
+    in_plane = tuple(shape[a] for a in in_plane_axes(region))
     out = np.empty(shape, dtype=np.float32, order="F")
     planes = np.moveaxis(out, region.slice_axis, 0)  # (Z, X', Y') view of out
     for s in range(0, len(stack), CHUNK):
