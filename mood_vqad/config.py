@@ -137,6 +137,10 @@ class RegionConfig:
     # order, so a code whose context hides an anomaly in one raster order is judged in a second one. Every
     # slice is scored twice.
     mirror_average: bool = False
+    # Weigh each pixel's restoration residual by 1 + nll_weight * the NLL of its code above the volume's
+    # restoration threshold (up-sampled): a code the prior finds very unlikely counts more than one just
+    # above the threshold, whose restoration may only redraw normal tissue. 0: off (the authors' pipeline).
+    nll_weight: float = 0.0
     pixel_scale: float = 0.5
     foreground_threshold: float | None = 0.0  # voxels <= this are background and score 0; None keeps all
 
@@ -145,6 +149,8 @@ class RegionConfig:
             raise ValueError(f"restore_quantile must lie in (0, 1), got {self.restore_quantile}")
         if self.baseline_quantile is not None and not 0.0 < self.baseline_quantile < 1.0:
             raise ValueError(f"baseline_quantile must lie in (0, 1), got {self.baseline_quantile}")
+        if self.nll_weight < 0:
+            raise ValueError(f"nll_weight must be >= 0, got {self.nll_weight}")
         if not 0.0 <= self.smooth < 0.5:
             raise ValueError(f"smooth must lie in [0, 0.5), got {self.smooth}")
 

@@ -16,6 +16,7 @@ from mood_vqad.inference.protocol import settings_of
 from mood_vqad.inference.restore import RestoreRule, batched_nll, restore, restore_naive
 from mood_vqad.inference.scores import (
     change_weights,
+    likelihood_weights,
     map_sample_score,
     residual_map,
     sample_score,
@@ -157,9 +158,20 @@ class VQVAEDetector:
         threshold = max(rule.threshold, float(torch.quantile(values.float(), q)))
         return dataclasses.replace(rule, threshold=threshold)
 
+    def likelihood(self, encoded: Encoded, settings: Settings) -> tuple[torch.Tensor, RestoreRule]:
+        """The per-code NLL of the encoded slices (S, h, w) and the volume's restoration rule."""
+        nll = self.code_nll(encoded, settings)
+        return nll, self.volume_rule(nll, settings.rule, encoded.inside)
+
     @torch.no_grad()
-    def restorations(self, encoded: Encoded, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
-        """Restored code grids (S*N, h, w), the N restorations of a slice adjacent, and their positions."""
+    def restorations(
+        self,
+        encoded: Encoded,
+        settings: Settings,
+        likelihood: tuple[torch.Tensor, RestoreRule] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Restored code grids (S*N, h, w), the N restorations of a slice adjacent, and their positions;
+        likelihood is `self.likelihood(encoded, settings)` where the caller already has it."""
         if settings.method == "vqvae-rec":
             return encoded.codes, encoded.position
         n, b = settings.restorations, settings.batch_size
@@ -167,8 +179,8 @@ class VQVAEDetector:
         position = encoded.position.repeat_interleave(n)
         generator = torch.Generator().manual_seed(settings.seed)
         uniform = torch.rand(codes.shape[0], codes[0].numel(), generator=generator).to(self.device)
-        slice_nll = self.code_nll(encoded, settings)  # (S, h, w), once per slice, not per copy
-        rule = self.volume_rule(slice_nll, settings.rule, encoded.inside)
+        # the NLL of each slice, computed once, not once per copy
+        slice_nll, rule = likelihood if likelihood is not None else self.likelihood(encoded, settings)
         if settings.reference:
             with self.timer("restoration"):
                 return restore_naive(self.prior, codes, position, rule, uniform, b), position
@@ -180,10 +192,18 @@ class VQVAEDetector:
     @torch.no_grad()
     def residuals(self, encoded: Encoded, settings: Settings) -> torch.Tensor:
         """Weighted mean distance between each slice and its restorations: (S, size, size), weighed by
-        the codes restoration changed where settings.residual_mask asks for it (not for vqvae-rec)."""
-        restored, position = self.restorations(encoded, settings)
+        the codes restoration changed where settings.residual_mask asks for it, and by the codes' NLL
+        where the region's nll_weight does (neither for vqvae-rec)."""
+        restoring = settings.method != "vqvae-rec"
+        likelihood = self.likelihood(encoded, settings) if restoring else None
+        restored, position = self.restorations(encoded, settings, likelihood)
         n, b = len(restored) // len(encoded.indices), settings.batch_size
-        masked = settings.residual_mask and settings.method != "vqvae-rec"
+        masked = settings.residual_mask and restoring
+        nll_weights = None
+        if likelihood is not None and self.region.nll_weight > 0:
+            nll, rule = likelihood
+            size = encoded.slices.shape[-1]
+            nll_weights = likelihood_weights(nll, rule.threshold, size, self.region.nll_weight)
         out = []
         per_chunk = max(1, b // n)  # slices whose N restorations are decoded in one batch
         with self.timer("decode"):
@@ -200,6 +220,8 @@ class VQVAEDetector:
                     )
                     floor = self.region.mask_floor
                     residual = residual * (floor + (1 - floor) * weights)
+                if nll_weights is not None:
+                    residual = residual * nll_weights[s : s + per_chunk]
                 out.append(residual)
             return torch.cat(out)
 

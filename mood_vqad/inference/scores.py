@@ -83,6 +83,19 @@ def change_weights(codes: torch.Tensor, restored: torch.Tensor, size: int, sigma
     return gaussian_blur(upsampled, torch.full((len(codes),), pixels, device=codes.device), radius)[:, 0]
 
 
+def likelihood_weights(nll: torch.Tensor, threshold: float, size: int, weight: float) -> torch.Tensor:
+    """Pixel weights 1 + weight * (each code's NLL above threshold, in nats), up-sampled bilinearly.
+
+    Args:
+        nll: (S, h, w) per-code NLL of the input codes.
+    Returns:
+        (S, size, size) weights >= 1, equal to 1 wherever the prior finds the codes likely.
+    """
+    excess = (nll - threshold).clamp_min(0).unsqueeze(1)  # (S, 1, h, w)
+    upsampled = F.interpolate(excess, size=(size, size), mode="bilinear", align_corners=False)
+    return 1 + weight * upsampled[:, 0]
+
+
 def subtract_baseline(stack: np.ndarray, foreground: np.ndarray | None, quantile: float) -> np.ndarray:
     """Subtract the quantile of stack over foreground (bool, stack's shape; None: every voxel) from stack,
     in place, and clip at 0: the volume's own baseline residual."""

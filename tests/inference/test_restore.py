@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import covered, phantom, tiny_config, tiny_models
 
 from mood_vqad.config import BRAIN, PredictOptions, PriorConfig
@@ -199,3 +200,30 @@ def test_mirror_average_is_the_mean_of_the_map_and_the_mirrored_volumes_map_mapp
     rec = detector.settings_from(PredictOptions(method="vqvae-rec", slice_stride=4))
     single_rec = oracle.filtered_residuals(volume, rec)
     np.testing.assert_array_equal(detector.filtered_residuals(volume, rec), single_rec)
+
+
+def test_nll_weight_weighs_the_residual_by_the_codes_nll_above_the_volumes_threshold():
+    config = tiny_config(BRAIN, restore_threshold=0.0, masking="static", restore_quantile=0.8, nll_weight=0.7)
+    modules = tiny_models(config)
+    detector = VQVAEDetector.from_modules(config, modules, torch.device("cpu"))
+    unweighted = tiny_config(BRAIN, restore_threshold=0.0, masking="static", restore_quantile=0.8)
+    oracle = VQVAEDetector.from_modules(unweighted, modules, torch.device("cpu"))
+    settings = detector.settings_from(PredictOptions(restorations=2, slice_stride=4))
+    encoded = detector.encode(phantom((32, 32, 32)), settings)
+    nll = detector.code_nll(encoded, settings)  # (S, h, w)
+    threshold = detector.volume_rule(nll, settings.rule).threshold
+    plain = oracle.residuals(encoded, settings)  # (S, size, size)
+    size, h = plain.shape[-1], nll.shape[1]
+    excess = (nll - threshold).clamp_min(0)
+    weights = 1 + 0.7 * F.interpolate(excess[:, None], (size, size), mode="bilinear", align_corners=False)
+    assert (excess == 0).any() and (excess > 0).any()
+    torch.testing.assert_close(detector.residuals(encoded, settings), plain * weights[:, 0])
+    cell = size // h
+    centre = plain[:, cell // 2 :: cell, cell // 2 :: cell]  # (S, h, w) a pixel near each cell's centre
+    # bilinear up-sampling leaves the weight at 1 near the centre of a cell whose neighbours are likely
+    low = (excess == 0) & (F.max_pool2d(excess[:, None], 3, 1, 1)[:, 0] == 0)
+    torch.testing.assert_close(
+        detector.residuals(encoded, settings)[:, cell // 2 :: cell, cell // 2 :: cell][low], centre[low]
+    )
+    rec = detector.settings_from(PredictOptions(method="vqvae-rec", slice_stride=4))
+    torch.testing.assert_close(detector.residuals(encoded, rec), oracle.residuals(encoded, rec))
