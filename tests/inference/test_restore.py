@@ -217,13 +217,13 @@ def test_nll_weight_weighs_the_residual_by_the_codes_nll_above_the_volumes_thres
     excess = (nll - threshold).clamp_min(0)
     weights = 1 + 0.7 * F.interpolate(excess[:, None], (size, size), mode="bilinear", align_corners=False)
     assert (excess == 0).any() and (excess > 0).any()
-    torch.testing.assert_close(detector.residuals(encoded, settings), plain * weights[:, 0])
+    weighted = detector.residuals(encoded, settings)
+    torch.testing.assert_close(weighted, plain * weights[:, 0])
     cell = size // h
-    centre = plain[:, cell // 2 :: cell, cell // 2 :: cell]  # (S, h, w) a pixel near each cell's centre
+    # a pixel near the centre of each code cell: (S, h, w)
+    centres = (slice(None), slice(cell // 2, None, cell), slice(cell // 2, None, cell))
     # bilinear up-sampling leaves the weight at 1 near the centre of a cell whose neighbours are likely
     low = (excess == 0) & (F.max_pool2d(excess[:, None], 3, 1, 1)[:, 0] == 0)
-    torch.testing.assert_close(
-        detector.residuals(encoded, settings)[:, cell // 2 :: cell, cell // 2 :: cell][low], centre[low]
-    )
+    torch.testing.assert_close(weighted[centres][low], plain[centres][low])
     rec = detector.settings_from(PredictOptions(method="vqvae-rec", slice_stride=4))
     torch.testing.assert_close(detector.residuals(encoded, rec), oracle.residuals(encoded, rec))
