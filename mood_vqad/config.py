@@ -141,6 +141,11 @@ class RegionConfig:
     # restoration threshold (up-sampled): a code the prior finds very unlikely counts more than one just
     # above the threshold, whose restoration may only redraw normal tissue. 0: off (the authors' pipeline).
     nll_weight: float = 0.0
+    # Restoration draws from softmax(logits / sample_temperature): below 1 they keep to the codes the prior
+    # finds likely, so a redrawn normal code less often gets one of the distribution's tail (less residual
+    # in normal tissue, less spread between runs). 1: the authors'; in our brains 0.25 to 2 moved pixel AP
+    # less than the restorations' random seed does (EXPERIMENTS.md), so the shipped weights keep 1.
+    sample_temperature: float = 1.0
     pixel_scale: float = 0.5
     foreground_threshold: float | None = 0.0  # voxels <= this are background and score 0; None keeps all
 
@@ -151,6 +156,8 @@ class RegionConfig:
             raise ValueError(f"baseline_quantile must lie in (0, 1), got {self.baseline_quantile}")
         if self.nll_weight < 0:
             raise ValueError(f"nll_weight must be >= 0, got {self.nll_weight}")
+        if self.sample_temperature <= 0:
+            raise ValueError(f"sample_temperature must be > 0, got {self.sample_temperature}")
         if not 0.0 <= self.smooth < 0.5:
             raise ValueError(f"smooth must lie in [0, 0.5), got {self.smooth}")
 

@@ -93,6 +93,7 @@ class VQVAEDetector:
             threshold=r.restore_threshold,
             masking=options.masking or r.masking,
             neighbour=r.neighbour_rule if options.neighbour_rule is None else options.neighbour_rule,
+            temperature=r.sample_temperature,
         )
         return settings_of(
             Settings,

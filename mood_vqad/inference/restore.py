@@ -23,11 +23,13 @@ from mood_vqad.nets.pixelsnail import PixelSNAIL
 
 @dataclass(frozen=True)
 class RestoreRule:
-    """Which codes get resampled: NLL above `threshold` (nats) under the chosen masking rule."""
+    """Which codes get resampled: NLL above `threshold` (nats) under the chosen masking rule, and the
+    temperature of their draws."""
 
     threshold: float
     masking: str = "dynamic"
     neighbour: bool = False
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.masking not in ("dynamic", "static"):
@@ -49,9 +51,9 @@ def resample_mask(nll: torch.Tensor, rule: RestoreRule) -> torch.Tensor:
     return unlikely & later_neighbour_unlikely(unlikely) if rule.neighbour else unlikely
 
 
-def sample_codes(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draws from softmax(logits): (M, K), (M,) in [0, 1) -> (M,) long."""
-    cdf = torch.softmax(logits.double(), dim=-1).cumsum(-1)
+def sample_codes(logits: torch.Tensor, uniform: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Inverse-CDF draws from softmax(logits / temperature): (M, K), (M,) in [0, 1) -> (M,) long."""
+    cdf = torch.softmax(logits.double() / temperature, dim=-1).cumsum(-1)
     return (cdf < uniform.double().unsqueeze(-1)).sum(-1).clamp(max=logits.shape[-1] - 1)
 
 
@@ -104,7 +106,7 @@ def restore_naive(
             todo = resample_mask(F.cross_entropy(logits, codes, reduction="none"), rule)[:, i, j]
         else:
             todo = static[:, i, j]
-        drawn = sample_codes(logits[:, :, i, j], uniform[:, p])
+        drawn = sample_codes(logits[:, :, i, j], uniform[:, p], rule.temperature)
         codes[:, i, j] = torch.where(todo, drawn, codes[:, i, j])
     return codes
 
@@ -147,7 +149,7 @@ def restore(
         context = codes[idx, :rows]  # (n, rows, W)
         logits = batched_logits(prior, context, position[idx], batch_size)  # (n, K, rows, W)
         old = codes[idx, i, j]
-        drawn = sample_codes(logits[:, :, i, j], uniform[idx, p])
+        drawn = sample_codes(logits[:, :, i, j], uniform[idx, p], rule.temperature)
         if dynamic:
             retest = resample_mask(F.cross_entropy(logits, context, reduction="none"), rule)[:, i, j]
             todo = torch.where(dirty[idx], retest, initial[idx, i, j])

@@ -41,9 +41,10 @@ def setup():
 
 @pytest.mark.parametrize("masking", ["dynamic", "static"])
 @pytest.mark.parametrize("neighbour", [False, True])
-def test_fast_restoration_equals_naive_loop(setup, masking, neighbour):
+@pytest.mark.parametrize("temperature", [1.0, 0.3])
+def test_fast_restoration_equals_naive_loop(setup, masking, neighbour, temperature):
     prior, codes, position, uniform, threshold = setup
-    rule = RestoreRule(threshold, masking, neighbour)
+    rule = RestoreRule(threshold, masking, neighbour, temperature)
     naive = restore_naive(prior, codes, position, rule, uniform, batch_size=3)
     fast = restore(prior, codes, position, rule, uniform, batch_size=3)
     assert torch.equal(naive, fast)
@@ -118,6 +119,23 @@ def test_inverse_cdf_sampling_follows_the_softmax():
     logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]])).expand(4, 3)
     drawn = sample_codes(logits, torch.tensor([0.1, 0.3, 0.69, 0.99]))
     assert drawn.tolist() == [0, 1, 1, 2]
+
+
+def test_sampling_temperature_sharpens_the_softmax():
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]])).expand(4, 3)
+    uniform = torch.tensor([0.104, 0.106, 0.762, 0.764])
+    assert sample_codes(logits, uniform).tolist() == [0, 0, 2, 2]  # cdf 0.2, 0.7, 1
+    # at T = 0.5 the probabilities are p^2 / sum p^2 = (0.105, 0.658, 0.237): cdf 0.105, 0.763, 1
+    assert sample_codes(logits, uniform, 0.5).tolist() == [0, 1, 1, 2]
+    assert sample_codes(logits, uniform, 1e-3).tolist() == [1, 1, 1, 1]  # the mode only
+    # the detector draws at its region's temperature: a cold one repeats the mode in every restoration
+    config = tiny_config(BRAIN, restore_threshold=0.0, masking="static", sample_temperature=1e-3)
+    detector = VQVAEDetector.from_modules(config, tiny_models(config), torch.device("cpu"))
+    settings = detector.settings_from(PredictOptions(restorations=3, slice_stride=8))
+    assert settings.rule.temperature == 1e-3
+    restored, _ = detector.restorations(detector.encode(phantom((32, 32, 32)), settings), settings)
+    grids = restored.view(-1, 3, *restored.shape[1:])  # (S, N, h, w)
+    assert (grids == grids[:, :1]).all()
 
 
 @pytest.mark.parametrize("masking", ["dynamic", "static"])
