@@ -143,8 +143,9 @@ class RegionConfig:
     nll_weight: float = 0.0
     # Restoration draws from softmax(logits / sample_temperature): below 1 they keep to the codes the prior
     # finds likely, so a redrawn normal code less often gets one of the distribution's tail (less residual
-    # in normal tissue, less spread between runs). 1: the authors'; in our brains 0.25 to 2 moved pixel AP
-    # less than the restorations' random seed does (EXPERIMENTS.md), so the shipped weights keep 1.
+    # in normal tissue, less spread between runs). 1: the authors'; in our brains 0.25 and 0.5 gained less
+    # than the restorations' random seed moves pixel AP and 1.5 and 2 lost held out (EXPERIMENTS.md), so
+    # the shipped weights keep 1.
     sample_temperature: float = 1.0
     pixel_scale: float = 0.5
     foreground_threshold: float | None = 0.0  # voxels <= this are background and score 0; None keeps all
